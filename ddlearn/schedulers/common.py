@@ -1,0 +1,140 @@
+"""What every scheduler shares: beta schedules, the forward process q(x_t | x_0), sigma helpers.
+
+Notation (Ho et al. 2020, "DDPM"; Karras et al. 2022, "EDM"):
+
+| code                 | paper         | meaning                                                   |
+|----------------------|---------------|-----------------------------------------------------------|
+| `betas[t]`           | β_t           | variance of the noise added at forward step t             |
+| `alphas[t]`          | α_t = 1 - β_t |                                                           |
+| `alphas_cumprod[t]`  | ᾱ_t = Π α_s   | signal kept after t forward steps: x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε |
+| `sigmas`             | σ_t           | noise-to-signal ratio √((1-ᾱ_t)/ᾱ_t): x_t/√ᾱ_t = x_0 + σ_t ε   |
+
+References: DDPM eq. (4) for q(x_t|x_0); Nichol & Dhariwal 2021 eq. (17) for the cosine schedule;
+Lin et al. 2023 "Common Diffusion Noise Schedules and Sample Steps are Flawed", Alg. 1 (zero terminal SNR);
+EDM eq. (5) for Karras sigmas.
+"""
+
+import math
+from typing import NamedTuple, Optional
+
+import numpy as np
+import torch
+
+from ddlearn.config import ConfigMixin
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+
+
+class SchedulerOutput(NamedTuple):
+    """What `step()` returns; unpacks like a tuple: `prev_sample, pred_x0 = scheduler.step(...)`."""
+
+    prev_sample: torch.Tensor
+    pred_original_sample: Optional[torch.Tensor] = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Beta schedules
+# ---------------------------------------------------------------------------------------------------
+def make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas=None,
+               rescale_betas_zero_snr=False) -> torch.Tensor:
+    """β_1..β_T as float32, exactly as diffusers computes them."""
+    T = num_train_timesteps
+    if trained_betas is not None:
+        betas = torch.tensor(trained_betas, dtype=torch.float32)
+    elif beta_schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+    elif beta_schedule == "scaled_linear":  # linear in √β: Stable Diffusion's schedule
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32) ** 2
+    elif beta_schedule == "squaredcos_cap_v2":  # ᾱ(t) = cos²((t + s)/(1 + s) · π/2), s = 0.008
+        def alpha_bar(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = torch.tensor([min(1 - alpha_bar((i + 1) / T) / alpha_bar(i / T), 0.999)
+                              for i in range(T)], dtype=torch.float32)
+    else:
+        raise ValueError(f"unknown beta_schedule {beta_schedule!r}; choose one of {BETA_SCHEDULES}")
+    return rescale_zero_terminal_snr(betas) if rescale_betas_zero_snr else betas
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Shift and scale √ᾱ_t so that √ᾱ_T = 0 (pure noise at t=T) while √ᾱ_1 is unchanged (Alg. 1)."""
+    sqrt_abar = torch.cumprod(1.0 - betas, dim=0).sqrt()
+    first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
+    sqrt_abar = (sqrt_abar - last) * first / (first - last)
+    abar = sqrt_abar**2
+    alphas = torch.cat([abar[0:1], abar[1:] / abar[:-1]])
+    return 1 - alphas
+
+
+def check_choice(name: str, value, choices):
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {tuple(choices)}")
+
+
+def check_num_inference_steps(num_inference_steps: int, num_train_timesteps: int):
+    if not 1 <= num_inference_steps <= num_train_timesteps:
+        raise ValueError(f"num_inference_steps={num_inference_steps} must be between 1 and "
+                         f"num_train_timesteps={num_train_timesteps}: a sampler cannot take more steps "
+                         f"than the model was trained on")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sigma helpers for the σ-space schedulers (Euler, Heun, LMS, DPM-Solver, UniPC)
+# ---------------------------------------------------------------------------------------------------
+def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> np.ndarray:
+    """EDM eq. (5): σ_i = (σ_max^(1/ρ) + i/(n-1) (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ."""
+    ramp = np.linspace(0, 1, n)
+    min_inv_rho, max_inv_rho = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+
+
+def sigma_to_t(sigma: np.ndarray, log_sigmas: np.ndarray) -> np.ndarray:
+    """The (fractional) training timestep whose σ equals `sigma`, interpolating in log σ."""
+    log_sigma = np.log(np.maximum(sigma, 1e-10))
+    dists = log_sigma - log_sigmas[:, np.newaxis]
+    low_idx = np.cumsum((dists >= 0), axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+    high_idx = low_idx + 1
+    low, high = log_sigmas[low_idx], log_sigmas[high_idx]
+    w = np.clip((low - log_sigma) / (low - high), 0, 1)
+    return ((1 - w) * low_idx + w * high_idx).reshape(sigma.shape)
+
+
+def broadcast_to(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1, 1, 1) so per-sample coefficients multiply a batch of images."""
+    values = values.flatten()
+    return values.reshape(values.shape[0], *([1] * (x.ndim - 1)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The base every scheduler builds on
+# ---------------------------------------------------------------------------------------------------
+class SchedulerMixin(ConfigMixin):
+    """Shared contract: `config`, `from_config`, `add_noise`, `get_velocity`, `len(scheduler)`.
+
+    Subclasses set `self.alphas_cumprod` in `__init__` and `self.timesteps` in `set_timesteps`.
+    """
+
+    config_name = "scheduler_config.json"
+    order = 1
+    num_inference_steps = None
+
+    def __len__(self):
+        return self.config.num_train_timesteps
+
+    def _check_ready(self):
+        if self.num_inference_steps is None:
+            raise ValueError(f"{type(self).__name__}.step() was called before set_timesteps(); call "
+                             f"`scheduler.set_timesteps(num_inference_steps)` first")
+
+    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
+        """Forward process, DDPM eq. (4): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε."""
+        abar = self.alphas_cumprod.to(device=original_samples.device, dtype=original_samples.dtype)
+        abar_t = broadcast_to(abar[timesteps.to(original_samples.device)], original_samples)
+        return abar_t**0.5 * original_samples + (1 - abar_t) ** 0.5 * noise
+
+    def get_velocity(self, sample, noise, timesteps) -> torch.Tensor:
+        """v-prediction target (Salimans & Ho 2022, §4): v = √ᾱ_t ε - √(1-ᾱ_t) x_0."""
+        abar = self.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
+        abar_t = broadcast_to(abar[timesteps.to(sample.device)], sample)
+        return abar_t**0.5 * noise - (1 - abar_t) ** 0.5 * sample
