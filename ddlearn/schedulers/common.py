@@ -138,3 +138,60 @@ class SchedulerMixin(ConfigMixin):
         abar = self.alphas_cumprod.to(device=sample.device, dtype=sample.dtype)
         abar_t = broadcast_to(abar[timesteps.to(sample.device)], sample)
         return abar_t**0.5 * noise - (1 - abar_t) ** 0.5 * sample
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared by several samplers (appended by the Euler / DPM-Solver / UniPC author)
+# --------------------------------------------------------------------------------------------------
+def sigma_timesteps(num_inference_steps: int, num_train_timesteps: int, timestep_spacing: str,
+                    steps_offset: int = 0) -> np.ndarray:
+    """Float timesteps t_1 > ... > t_N of the σ-space samplers (Euler, Euler ancestral, Heun, LMS).
+
+    Lin et al. 2023, Table 2: "linspace" keeps both ends, "leading" starts at 0,
+    "trailing" ends at T-1.
+    """
+    n, T = num_inference_steps, num_train_timesteps
+    if timestep_spacing == "linspace":  # not rounded: σ is interpolated between training steps
+        return np.linspace(0, T - 1, n, dtype=np.float32)[::-1].copy()
+    if timestep_spacing == "leading":
+        return (np.arange(0, n) * (T // n)).round()[::-1].astype(np.float32) + steps_offset
+    check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+    return np.arange(T, 0, -T / n).round().astype(np.float32) - 1  # "trailing"
+
+
+def index_for_timestep(schedule: torch.Tensor, timestep) -> int:
+    """Where `timestep` sits in `schedule`: the 2nd match if it appears twice (img2img)."""
+    matches = (schedule == torch.as_tensor(timestep).to(schedule.device)).nonzero()
+    if len(matches) == 0:
+        raise ValueError(f"timestep {timestep} is not one of scheduler.timesteps; loop over "
+                         f"`scheduler.timesteps` and pass those values to step()")
+    return matches[1 if len(matches) > 1 else 0].item()
+
+
+def sigmas_at(scheduler, timesteps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """σ of each of `timesteps` (B,) in the inference schedule, as (B, 1, 1, 1) in x's dtype."""
+    steps = [index_for_timestep(scheduler.timesteps, t) for t in timesteps.flatten()]
+    return broadcast_to(scheduler.sigmas.to(device=x.device, dtype=x.dtype)[steps], x)
+
+
+def randn_like_output(x: torch.Tensor, generator=None, dtype=None) -> torch.Tensor:
+    """N(0, I) noise shaped like x, drawn exactly as diffusers' `randn_tensor` draws it.
+
+    Drawn on the generator's device (a CPU generator gives the same numbers on every machine).
+    """
+    device = generator.device if generator is not None else x.device
+    noise = torch.randn(x.shape, generator=generator, device=device, dtype=dtype or x.dtype)
+    return noise.to(x.device)
+
+
+def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
+    """Imagen's dynamic thresholding (Saharia et al. 2022, §2.3) of a predicted x_0, per sample.
+
+    s = the `ratio` quantile of |x_0|, clamped to [1, max_value]; x_0 <- clamp(x_0, -s, s) / s.
+    """
+    dtype, (B, *rest) = x0.dtype, x0.shape
+    flat = x0.reshape(B, -1)  # (B, C, H, W) -> (B, C*H*W)
+    if dtype not in (torch.float32, torch.float64):
+        flat = flat.float()  # quantile needs float32/64
+    s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
+    return (torch.clamp(flat, -s, s) / s).reshape(B, *rest).to(dtype)
