@@ -1,7 +1,8 @@
 """Configs the diffusers way: constructor arguments recorded into a frozen, JSON-saveable `config`.
 
-Mirrors `diffusers.configuration_utils.ConfigMixin` in ~150 lines. A class opts in by decorating its
-`__init__` with `@register_to_config`; every argument (given or defaulted) then lands in `self.config`:
+Mirrors `diffusers.configuration_utils.ConfigMixin` in ~150 lines. A class opts in by decorating
+its `__init__` with `@register_to_config`; every argument, given or defaulted, lands in
+`self.config`:
 
     class DDIMScheduler(ConfigMixin):
         config_name = "scheduler_config.json"
@@ -14,9 +15,10 @@ Mirrors `diffusers.configuration_utils.ConfigMixin` in ~150 lines. A class opts 
     DDIMScheduler.from_config(s.config, eta=0.5)          # rebuild, optionally overriding keys
     s.save_config("out/")                                 # -> out/scheduler_config.json
 
-The JSON is the one diffusers writes: the arguments plus `_class_name`. On reading, keys starting with
-`_` (`_diffusers_version`, `_class_name`, ...) are dropped, unknown keys are ignored with one warning
-that names them, and a missing required key or a value of the wrong type is a ValueError naming it.
+The JSON is the one diffusers writes: the arguments plus `_class_name`. On reading, keys starting
+with `_` (`_diffusers_version`, `_class_name`, ...) are dropped, unknown keys are ignored with one
+warning that names them, and a missing required key or a value of the wrong type is a ValueError
+naming it.
 """
 
 import functools
@@ -30,7 +32,7 @@ from ddlearn.files import atomic_write_text
 
 
 class FrozenConfig(dict):
-    """A read-only dict whose keys are also attributes: `config.beta_start == config["beta_start"]`."""
+    """A read-only dict whose keys are also attributes: `config.beta_start`."""
 
     def __getattr__(self, name):
         try:
@@ -39,7 +41,8 @@ class FrozenConfig(dict):
             raise AttributeError(f"config has no key {name!r}") from None
 
     def _frozen(self, *args, **kwargs):
-        raise TypeError("config is frozen; build a new object with `Cls.from_config(config, key=value)`")
+        raise TypeError("config is frozen; build a new object with "
+                        "`Cls.from_config(config, key=value)`")
 
     __setitem__ = __delitem__ = __setattr__ = update = pop = popitem = clear = setdefault = _frozen
 
@@ -65,8 +68,9 @@ def register_to_config(init):
 class ConfigMixin:
     """Gives a class `config`, `from_config`, `save_config` and `load_config`.
 
-    Subclasses set `config_name` (the JSON file name) and may list `ignore_for_config` keys that are
-    expected in files written by other tools (transformers' `architectures`, ...) and dropped silently.
+    Subclasses set `config_name` (the JSON file name) and may list `ignore_for_config` keys that
+    are expected in files written by other tools (transformers' `architectures`, ...) and dropped
+    silently.
     """
 
     config_name = "config.json"
@@ -75,19 +79,20 @@ class ConfigMixin:
     @property
     def config(self) -> FrozenConfig:
         if not hasattr(self, "_config"):
-            raise AttributeError(f"{type(self).__name__}.__init__ is not decorated with @register_to_config")
+            raise AttributeError(f"{type(self).__name__}.__init__ is not decorated with "
+                                 "@register_to_config")
         return self._config
 
     @classmethod
     def from_config(cls, config, **overrides):
-        """Build an instance from a config (a dict, a FrozenConfig, or a folder holding the JSON)."""
+        """Build an instance from a config: a dict, a FrozenConfig, or a folder holding the JSON."""
         if isinstance(config, (str, Path)):
             config = cls.load_config(config)
         return cls(**cls.extract_init_kwargs(config, **overrides))
 
     @classmethod
     def extract_init_kwargs(cls, config, **overrides) -> dict:
-        """Keep the keys `__init__` takes; warn once about the rest; check required keys are there."""
+        """Keep the keys `__init__` takes; warn once about the rest; check required keys exist."""
         params = _init_parameters(cls)
         config = {**dict(config), **overrides}
         source = config.get("_class_name", cls.__name__)
@@ -99,9 +104,11 @@ class ConfigMixin:
                           f"{', '.join(unknown)}", stacklevel=3)
         # (a config of another class, e.g. DDPM's when swapping schedulers, is expected to differ)
         kwargs = {k: v for k, v in config.items() if k in params}
-        missing = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k not in kwargs]
+        required = [k for k, p in params.items() if p.default is inspect.Parameter.empty]
+        missing = [k for k in required if k not in kwargs]
         if missing:
-            raise ValueError(f"{cls.__name__} config is missing required key(s): {', '.join(missing)}")
+            raise ValueError(f"{cls.__name__} config is missing required key(s): "
+                             f"{', '.join(missing)}")
         return kwargs
 
     def save_config(self, save_directory) -> Path:
@@ -127,9 +134,9 @@ class ConfigMixin:
                              f"re-save it or download it again") from None
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Type checking of config values against the `__init__` annotations
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def _init_parameters(cls) -> dict:
     params = dict(inspect.signature(cls.__init__).parameters)
     params.pop("self", None)
@@ -140,7 +147,8 @@ def _check_types(cls, values: dict):
     hints = typing.get_type_hints(inspect.unwrap(cls.__init__))
     for name, value in values.items():
         if name in hints and not _matches(value, hints[name]):
-            raise ValueError(f"{cls.__name__}: config key {name!r} should be {_type_name(hints[name])}, "
+            expected = _type_name(hints[name])
+            raise ValueError(f"{cls.__name__}: config key {name!r} should be {expected}, "
                              f"got {value!r} ({type(value).__name__})")
 
 

@@ -1,10 +1,11 @@
 """Where checkpoints come from: a local folder, or a Hub id ("org/name") fetched by huggingface_hub.
 
 ddlearn runs offline by default (shipped checkpoints in `data/models/`). When a Hub id is asked for:
-- online, `huggingface_hub.snapshot_download` fetches only what ddlearn reads (JSON, tokenizer files and
-  one weights file per folder, safetensors preferred) into the usual HF cache;
-- offline (`HF_HUB_OFFLINE=1`) it uses the cache if the id was downloaded before, and otherwise raises
-  one `HubOfflineError` at once, naming the id and saying how to get it. No retries, no long traceback.
+- online, `huggingface_hub.snapshot_download` fetches only what ddlearn reads (JSON, tokenizer
+  files and one weights file per folder, safetensors preferred) into the usual HF cache;
+- offline (`HF_HUB_OFFLINE=1`) it uses the cache if the id was downloaded before, and otherwise
+  raises one `HubOfflineError` at once, naming the id and saying how to get it. No retries, no long
+  traceback.
 """
 
 import os
@@ -22,7 +23,7 @@ def is_offline() -> bool:
 
 
 def resolve_folder(path_or_repo_id, subfolder=None) -> Path:
-    """Return a local folder for `path_or_repo_id` (+ `subfolder`), downloading it if it is a Hub id."""
+    """A local folder for `path_or_repo_id` (+ `subfolder`), downloaded first if it is a Hub id."""
     local = Path(path_or_repo_id).expanduser()
     if local.exists():
         folder = local / subfolder if subfolder else local
@@ -31,7 +32,8 @@ def resolve_folder(path_or_repo_id, subfolder=None) -> Path:
         return folder
     name = str(path_or_repo_id)
     if name.count("/") != 1 or name.startswith((".", "/")) or " " in name:
-        raise FileNotFoundError(f"{name!r} is neither an existing folder nor a Hub id like 'org/name'")
+        raise FileNotFoundError(f"{name!r} is neither an existing folder nor a Hub id like "
+                                "'org/name'")
     root = Path(_snapshot(name, subfolder))
     return root / subfolder if subfolder else root
 

@@ -1,13 +1,14 @@
 """Saving and loading models in the diffusers checkpoint layout: `config.json` + safetensors.
 
-Mirrors `diffusers.ModelMixin.from_pretrained / save_pretrained`, nanoGPT-style: build the model from its
-config, then copy the state dict key for key, after checking that keys and shapes match exactly.
+Mirrors `diffusers.ModelMixin.from_pretrained / save_pretrained`, nanoGPT-style: build the model
+from its config, then copy the state dict key for key, after checking that keys and shapes
+match exactly.
 
     unet = UNet2DModel.from_pretrained("data/models/ddpm-butterflies-32", subfolder="unet")
-    unet.save_pretrained("my-unet/")  # -> my-unet/config.json, my-unet/diffusion_pytorch_model.safetensors
+    unet.save_pretrained("my-unet/")  # -> config.json, diffusion_pytorch_model.safetensors
 
-Weights load from safetensors only (a pickle can run code when unpickled). A legacy `.bin` is read with
-`torch.load(weights_only=True)`, which refuses anything but tensors. Saves are atomic.
+Weights load from safetensors only (a pickle can run code when unpickled). A legacy `.bin` is read
+with `torch.load(weights_only=True)`, which refuses anything but tensors. Saves are atomic.
 """
 
 from pathlib import Path
@@ -22,7 +23,7 @@ from ddlearn.hub import resolve_folder
 
 
 class ModelMixin(torch.nn.Module, ConfigMixin):
-    """Base of every ddlearn model: `config`, `from_pretrained`, `save_pretrained`, `device`, `dtype`."""
+    """Base of every ddlearn model: config, from_pretrained, save_pretrained, device, dtype."""
 
     config_name = "config.json"
     weights_name = "diffusion_pytorch_model.safetensors"
@@ -42,7 +43,8 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         folder = Path(save_directory)
         self.save_config(folder)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(folder / self.weights_name, lambda tmp: save_file(state, tmp, {"format": "pt"}))
+        write = lambda tmp: save_file(state, tmp, {"format": "pt"})
+        atomic_write(folder / self.weights_name, write)
         return folder
 
     @classmethod
@@ -65,9 +67,10 @@ def load_weights(folder: Path, weights_name: str) -> dict:
         try:
             return torch.load(legacy, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{legacy} is a pickle file that holds more than tensors, so ddlearn refuses "
-                             f"to unpickle it (it could run code). Convert it to safetensors with a "
-                             f"trusted tool first. ({type(e).__name__})") from None
+            raise ValueError(f"{legacy} is a pickle file that holds more than tensors, so ddlearn "
+                             f"refuses to unpickle it (it could run code). Convert it to "
+                             f"safetensors with a trusted tool first ({type(e).__name__})."
+                             ) from None
     if not path.exists():
         raise FileNotFoundError(f"no weights file {weights_name} in {folder}; save the model with "
                                 f"`.save_pretrained(dir)` or download the checkpoint again")

@@ -2,15 +2,16 @@
 
 Notation (Ho et al. 2020, "DDPM"; Karras et al. 2022, "EDM"):
 
-| code                 | paper         | meaning                                                   |
-|----------------------|---------------|-----------------------------------------------------------|
-| `betas[t]`           | β_t           | variance of the noise added at forward step t             |
-| `alphas[t]`          | α_t = 1 - β_t |                                                           |
-| `alphas_cumprod[t]`  | ᾱ_t = Π α_s   | signal kept after t forward steps: x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε |
-| `sigmas`             | σ_t           | noise-to-signal ratio √((1-ᾱ_t)/ᾱ_t): x_t/√ᾱ_t = x_0 + σ_t ε   |
+| code                | paper         | meaning                                                 |
+|---------------------|---------------|---------------------------------------------------------|
+| `betas[t]`          | β_t           | variance of the noise added at forward step t           |
+| `alphas[t]`         | α_t = 1 - β_t |                                                         |
+| `alphas_cumprod[t]` | ᾱ_t = Π α_s   | signal kept: x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε                |
+| `sigmas`            | σ_t           | noise/signal √((1-ᾱ_t)/ᾱ_t): x_t/√ᾱ_t = x_0 + σ_t ε     |
 
 References: DDPM eq. (4) for q(x_t|x_0); Nichol & Dhariwal 2021 eq. (17) for the cosine schedule;
-Lin et al. 2023 "Common Diffusion Noise Schedules and Sample Steps are Flawed", Alg. 1 (zero terminal SNR);
+Lin et al. 2023 "Common Diffusion Noise Schedules and Sample Steps are Flawed", Alg. 1
+(zero terminal SNR);
 EDM eq. (5) for Karras sigmas.
 """
 
@@ -34,9 +35,9 @@ class SchedulerOutput(NamedTuple):
     pred_original_sample: Optional[torch.Tensor] = None
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Beta schedules
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas=None,
                rescale_betas_zero_snr=False) -> torch.Tensor:
     """β_1..β_T as float32, exactly as diffusers computes them."""
@@ -58,7 +59,7 @@ def make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule, trained
 
 
 def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Shift and scale √ᾱ_t so that √ᾱ_T = 0 (pure noise at t=T) while √ᾱ_1 is unchanged (Alg. 1)."""
+    """Shift and scale √ᾱ_t so that √ᾱ_T = 0 (pure noise at t=T), √ᾱ_1 unchanged (Alg. 1)."""
     sqrt_abar = torch.cumprod(1.0 - betas, dim=0).sqrt()
     first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
     sqrt_abar = (sqrt_abar - last) * first / (first - last)
@@ -75,13 +76,13 @@ def check_choice(name: str, value, choices):
 def check_num_inference_steps(num_inference_steps: int, num_train_timesteps: int):
     if not 1 <= num_inference_steps <= num_train_timesteps:
         raise ValueError(f"num_inference_steps={num_inference_steps} must be between 1 and "
-                         f"num_train_timesteps={num_train_timesteps}: a sampler cannot take more steps "
-                         f"than the model was trained on")
+                         f"num_train_timesteps={num_train_timesteps}: a sampler cannot take more "
+                         f"steps than the model was trained on")
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Sigma helpers for the σ-space schedulers (Euler, Heun, LMS, DPM-Solver, UniPC)
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> np.ndarray:
     """EDM eq. (5): σ_i = (σ_max^(1/ρ) + i/(n-1) (σ_min^(1/ρ) - σ_max^(1/ρ)))^ρ."""
     ramp = np.linspace(0, 1, n)
@@ -106,9 +107,9 @@ def broadcast_to(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0], *([1] * (x.ndim - 1)))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The base every scheduler builds on
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 class SchedulerMixin(ConfigMixin):
     """Shared contract: `config`, `from_config`, `add_noise`, `get_velocity`, `len(scheduler)`.
 
@@ -124,8 +125,8 @@ class SchedulerMixin(ConfigMixin):
 
     def _check_ready(self):
         if self.num_inference_steps is None:
-            raise ValueError(f"{type(self).__name__}.step() was called before set_timesteps(); call "
-                             f"`scheduler.set_timesteps(num_inference_steps)` first")
+            raise ValueError(f"{type(self).__name__}.step() was called before set_timesteps(); "
+                             f"call `scheduler.set_timesteps(num_inference_steps)` first")
 
     def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
         """Forward process, DDPM eq. (4): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε."""
