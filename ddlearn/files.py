@@ -2,7 +2,8 @@
 
 Every save in ddlearn (configs, weights, training checkpoints) goes through `atomic_write`: the
 data is written to a temporary file in the same folder, flushed to disk, then renamed over the
-target with `os.replace`, which is atomic on POSIX and Windows. A crash mid-save leaves the old file intact.
+target with `os.replace`, which is atomic on POSIX and Windows. A crash mid-save leaves the old
+file intact.
 """
 
 import os
