@@ -196,3 +196,19 @@ def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch
         flat = flat.float()  # quantile needs float32/64
     s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1, max=max_value).unsqueeze(1)
     return (torch.clamp(flat, -s, s) / s).reshape(B, *rest).to(dtype)
+
+
+def discrete_timesteps(num_inference_steps: int, num_train_timesteps: int, timestep_spacing: str,
+                       steps_offset: int = 0) -> np.ndarray:
+    """Integer timesteps t_1 > ... > t_N of the ᾱ-space samplers (DDPM, DDIM, PNDM), as int64.
+
+    Same three spacings as `sigma_timesteps` (Lin et al. 2023, Table 2), "linspace" rounded.
+    """
+    n, T = num_inference_steps, num_train_timesteps
+    check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+    check_num_inference_steps(n, T)
+    if timestep_spacing == "linspace":
+        return np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
+    if timestep_spacing == "leading":
+        return (np.arange(0, n) * (T // n))[::-1].astype(np.int64) + steps_offset
+    return np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1  # "trailing"
