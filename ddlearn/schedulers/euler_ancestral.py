@@ -1,0 +1,129 @@
+"""Euler ancestral sampler: an Euler step down to σ_down, then fresh noise back up to σ_{i+1}.
+
+Mirrors `diffusers.EulerAncestralDiscreteScheduler` (k-diffusion's `sample_euler_ancestral`, with
+η = 1). Same σ-space picture as `euler.py`: the model sees x = x_0 + σ ε scaled by 1/√(σ²+1).
+
+Each step splits the target variance σ_{i+1}² into a part reached by the ODE (σ_down²) and a part
+re-injected as new noise (σ_up²), so that the marginal at σ_{i+1} is right and the path is a sample
+of the reverse SDE rather than of the ODE.
+
+Notation:
+
+| code                   | symbol       | meaning                                                |
+|------------------------|--------------|--------------------------------------------------------|
+| `sigmas[i]`            | σ_i          | √((1-ᾱ_t)/ᾱ_t) at the i-th inference timestep; σ_N = 0 |
+| `pred_original_sample` | x̂_0 = D(x_i) | the denoised estimate                                  |
+| `sigma_up`             | σ_up         | fresh noise std: σ_{i+1} √(σ_i² - σ_{i+1}²) / σ_i      |
+| `sigma_down`           | σ_down       | where the Euler step lands: √(σ_{i+1}² - σ_up²)        |
+
+References: Karras et al. 2022, "EDM", eq. (6) (the SDE whose noise term this discretises) and
+Alg. 2; Ho et al. 2020, "DDPM", eq. (7) (ancestral sampling: the posterior variance that σ_up
+mirrors); Crowson, k-diffusion `sampling.py`, `get_ancestral_step`.
+"""
+
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from ddlearn.config import register_to_config
+from ddlearn.schedulers.common import (
+    SchedulerMixin,
+    SchedulerOutput,
+    check_choice,
+    check_num_inference_steps,
+    index_for_timestep,
+    make_betas,
+    randn_like_output,
+    sigma_timesteps,
+    sigmas_at,
+)
+
+
+class EulerAncestralDiscreteScheduler(SchedulerMixin):
+    @register_to_config
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
+                 beta_end: float = 0.02, beta_schedule: str = "linear",
+                 trained_betas: Optional[Union[list, np.ndarray]] = None,
+                 prediction_type: str = "epsilon", timestep_spacing: str = "linspace",
+                 steps_offset: int = 0, rescale_betas_zero_snr: bool = False):
+        super().__init__()
+        if prediction_type == "sample":
+            raise ValueError("EulerAncestralDiscreteScheduler supports prediction_type 'epsilon' "
+                             "or 'v_prediction' (as in diffusers); use EulerDiscreteScheduler for "
+                             "'sample'")
+        check_choice("prediction_type", prediction_type, ("epsilon", "v_prediction"))
+        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                trained_betas, rescale_betas_zero_snr)
+        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
+        if rescale_betas_zero_snr:
+            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make σ_T infinite
+        # before set_timesteps(): every training step, σ from large to small
+        train_sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float64)
+        self.step_index = None
+
+    @property
+    def init_noise_sigma(self) -> torch.Tensor:
+        """Std of x_T: σ_max, or √(σ_max² + 1) when "leading" spacing never reaches t = T-1."""
+        if self.config.timestep_spacing in ("linspace", "trailing"):
+            return self.sigmas.max()
+        return (self.sigmas.max() ** 2 + 1) ** 0.5
+
+    def set_timesteps(self, num_inference_steps: int, device=None):
+        """Choose the N timesteps and their σ_i, interpolated in the training σ's; σ_N = 0."""
+        T = self.config.num_train_timesteps
+        check_num_inference_steps(num_inference_steps, T)
+        self.num_inference_steps = num_inference_steps
+        timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
+                                    self.config.steps_offset)
+        train_sigmas = np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+        sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
+        self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
+        self.timesteps = torch.from_numpy(timesteps).to(device=device)
+        self.step_index = None
+
+    def scale_model_input(self, sample: torch.Tensor, timestep) -> torch.Tensor:
+        """x_t / √(σ² + 1): the unit-variance input the network was trained on (EDM c_in)."""
+        if self.step_index is None:
+            self.step_index = index_for_timestep(self.timesteps, timestep)
+        return sample / ((self.sigmas[self.step_index] ** 2 + 1) ** 0.5)
+
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
+             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+        """Euler step σ_i -> σ_down, then add σ_up · fresh noise."""
+        self._check_ready()
+        if isinstance(timestep, int) or (torch.is_tensor(timestep)
+                                         and not timestep.is_floating_point()):
+            raise ValueError("pass a value of `scheduler.timesteps` as timestep, not an integer "
+                             "index (e.g. from enumerate)")
+        if self.step_index is None:
+            self.step_index = index_for_timestep(self.timesteps, timestep)
+        sample = sample.to(torch.float32)  # upcast, as diffusers does
+        sigma, sigma_next = self.sigmas[self.step_index], self.sigmas[self.step_index + 1]
+
+        # 1. denoised estimate x̂_0 from the network's prediction (x = x_0 + σ ε)
+        if self.config.prediction_type == "epsilon":
+            pred_original_sample = sample - sigma * model_output
+        else:  # "v_prediction", EDM Table 1 c_skip, c_out
+            pred_original_sample = (model_output * (-sigma / (sigma**2 + 1) ** 0.5)
+                                    + sample / (sigma**2 + 1))
+
+        # 2. split σ_{i+1}² = σ_down² + σ_up² (k-diffusion get_ancestral_step, η = 1)
+        sigma_up = (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5
+        sigma_down = (sigma_next**2 - sigma_up**2) ** 0.5
+
+        # 3. deterministic Euler step to σ_down: d = (x - x̂_0) / σ
+        derivative = (sample - pred_original_sample) / sigma
+        prev_sample = sample + derivative * (sigma_down - sigma)
+
+        # 4. ancestral noise back up to σ_{i+1}
+        noise = randn_like_output(model_output, generator)
+        prev_sample = prev_sample + noise * sigma_up
+        self.step_index += 1
+        return SchedulerOutput(prev_sample.to(model_output.dtype), pred_original_sample)
+
+    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
+        """x_t = x_0 + σ_t ε, with σ_t looked up in the inference schedule."""
+        return original_samples + noise * sigmas_at(self, timesteps, original_samples)
