@@ -1,0 +1,132 @@
+"""2-D Gaussian mixtures whose noised marginals, and so whose exact score, are known in closed form.
+
+Diffusing a mixture Σ_k w_k N(μ_k, s² I) with the DDPM forward process x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε
+gives again a mixture, p_t = Σ_k w_k N(√ᾱ_t μ_k, v_t I) with v_t = ᾱ_t s² + 1 - ᾱ_t. Its score is
+
+    ∇log p_t(x) = Σ_k r_k(x) (√ᾱ_t μ_k - x) / v_t,  r_k = softmax_k(log w_k - |x - √ᾱ_t μ_k|²/2v_t),
+
+and the network a perfect training would give is ε*(x_t, t) = E[ε | x_t] = -√(1-ᾱ_t) ∇log p_t(x_t)
+(Tweedie). Plugging ε* into a scheduler measures the *sampler's* error alone, with no network error.
+No counterpart in diffusers: it is the test bench for `ddlearn.schedulers`.
+
+| code           | paper  | meaning                                                           |
+|----------------|--------|-------------------------------------------------------------------|
+| `means`, `std` | μ_k, s | component centres (K, 2) and the shared standard deviation        |
+| `weights`      | w_k    | mixture weights, summing to 1                                     |
+| `alpha_bar_t`  | ᾱ_t    | signal kept at step t; σ_t = √((1-ᾱ_t)/ᾱ_t), so ᾱ_t = 1/(1 + σ_t²) |
+| `var_t`        | v_t    | variance of each noised component                                 |
+
+References: Ho et al. 2020 (DDPM) eq. (4); Song et al. 2021 (score SDE) eq. (7) and Efron 2011
+(Tweedie's formula) for ε* = -√(1-ᾱ) ∇log p_t; Bonneel et al. 2015 for the sliced Wasserstein
+distance.
+"""
+
+import math
+from typing import Callable, Optional
+
+import torch
+
+
+class GaussianMixture2D:
+    """Σ_k w_k N(μ_k, s² I) in 2-D; `noised(ᾱ_t)` is its marginal under the forward process."""
+
+    def __init__(self, means, std: float, weights=None):
+        self.means = torch.as_tensor(means, dtype=torch.float64)
+        if self.means.ndim != 2 or self.means.shape[1] != 2:
+            raise ValueError(f"means must have shape (K, 2), got {tuple(self.means.shape)}")
+        if std <= 0:
+            raise ValueError(f"std must be positive, got {std}")
+        self.std = float(std)
+        K = self.means.shape[0]
+        w = torch.ones(K) if weights is None else torch.as_tensor(weights)
+        self.weights = w.to(torch.float64) / w.sum()
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n points (n, 2) float32: pick a component k ~ w, then μ_k + s · N(0, I)."""
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        return (self.means[k] + self.std * z).float()
+
+    def noised(self, alpha_bar_t: float) -> "GaussianMixture2D":
+        """Marginal p_t of x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε: means √ᾱ_t μ_k, variance ᾱ_t s² + 1 - ᾱ_t."""
+        var_t = alpha_bar_t * self.std**2 + 1 - alpha_bar_t
+        return GaussianMixture2D(alpha_bar_t**0.5 * self.means, var_t**0.5, self.weights)
+
+    def _logits(self, x, alpha_bar_t):
+        """(N, 2) -> (N, K) log w_k - |x - √ᾱ μ_k|² / 2v_t, the mean √ᾱ μ (K, 2) and v_t."""
+        var_t = alpha_bar_t * self.std**2 + 1 - alpha_bar_t
+        mu_t = alpha_bar_t**0.5 * self.means
+        sq_dist = ((x[:, None, :] - mu_t[None]) ** 2).sum(-1)  # (N, 1, 2) - (1, K, 2) -> (N, K)
+        return self.weights.log() - sq_dist / (2 * var_t), mu_t, var_t
+
+    def log_prob(self, x: torch.Tensor, alpha_bar_t: float = 1.0) -> torch.Tensor:
+        """log p_t(x) for x (N, 2) -> (N,); ᾱ_t = 1 is the data distribution itself."""
+        logits, _, var_t = self._logits(x.double(), alpha_bar_t)
+        return torch.logsumexp(logits, dim=1) - math.log(2 * math.pi * var_t)
+
+    def score(self, x: torch.Tensor, alpha_bar_t: float = 1.0) -> torch.Tensor:
+        """∇_x log p_t(x) = Σ_k r_k (√ᾱ μ_k - x) / v_t for x (N, 2), in float64."""
+        logits, mu_t, var_t = self._logits(x.double(), alpha_bar_t)
+        r = torch.softmax(logits, dim=1)  # (N, K) responsibilities
+        return (r @ mu_t - x.double()) / var_t
+
+    def exact_eps_model(self, alphas_cumprod: torch.Tensor, scheduler=None) -> Callable:
+        """A `model(sample, timestep) -> ε*` to drop into a scheduler loop in place of a network.
+
+        Which noise level is `sample` at? With `scheduler` given, the one the scheduler itself
+        assumes: its current σ (`scheduler.sigmas[scheduler.step_index]`), so that fractional or
+        rounded timesteps (Euler, Heun, LMS; Karras σ in DPM-Solver/UniPC) cost no error and only
+        the solver's own discretisation remains. Schedulers without `sigmas` (DDPM, DDIM, PNDM) and
+        `scheduler=None` read ᾱ off the timestep, interpolating log σ between integer steps (the
+        inverse of `sigma_to_t`): that is what a network conditioned on t alone can know.
+        """
+        abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+        log_sigmas = 0.5 * torch.log((1 - abar) / abar)
+
+        def model(sample: torch.Tensor, timestep) -> torch.Tensor:
+            sigma = None if scheduler is None else _current_sigma(scheduler, timestep)
+            if sigma is None:
+                t = float(timestep)
+                lo = min(int(math.floor(t)), len(abar) - 2)
+                frac = t - lo
+                sigma = math.exp((1 - frac) * log_sigmas[lo] + frac * log_sigmas[lo + 1])
+            alpha_bar_t = 1.0 / (1.0 + sigma**2)
+            eps = -((1 - alpha_bar_t) ** 0.5) * self.score(sample, alpha_bar_t)
+            return eps.to(sample.dtype)
+
+        return model
+
+
+def _current_sigma(scheduler, timestep) -> Optional[float]:
+    """σ of the step the scheduler is at, or None when it does not work in σ."""
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is None:
+        return None
+    i = getattr(scheduler, "step_index", None)
+    if i is None:  # before the first step(): the first occurrence of this timestep
+        i = int((scheduler.timesteps == torch.as_tensor(timestep)).nonzero()[0, 0])
+    return float(sigmas[i])
+
+
+def ring_of_gaussians(n: int = 8, radius: float = 2.0, std: float = 0.15) -> GaussianMixture2D:
+    """n equal-weight Gaussians on a circle of `radius`: the classic 2-D diffusion toy."""
+    angles = 2 * math.pi * torch.arange(n, dtype=torch.float64) / n
+    return GaussianMixture2D(radius * torch.stack([angles.cos(), angles.sin()], dim=1), std)
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_proj: int = 64, seed: int = 0) -> float:
+    """Sliced 1-Wasserstein distance between point clouds a (N, 2) and b (M, 2).
+
+    Project on n_proj directions (evenly spaced angles, randomly rotated by `seed`), match the
+    sorted projections (1-D optimal transport) and average |gap| over points and directions.
+    (W1 rather than W2: a few tail points make the squared version noisy at N = 20k.)
+    """
+    offset = torch.rand(1, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    angles = math.pi * (torch.arange(n_proj, dtype=torch.float64) + offset) / n_proj
+    theta = torch.stack([angles.cos(), angles.sin()], dim=1)  # (P, 2) unit directions
+    pa = (a.double() @ theta.T).sort(dim=0).values  # (N, 2) @ (2, P) -> (N, P)
+    pb = (b.double() @ theta.T).sort(dim=0).values
+    if pa.shape[0] != pb.shape[0]:  # compare the same quantiles of both
+        q = (torch.arange(min(len(pa), len(pb)), dtype=torch.float64) + 0.5) / min(len(pa), len(pb))
+        pa, pb = torch.quantile(pa, q, dim=0), torch.quantile(pb, q, dim=0)
+    return float((pa - pb).abs().mean())
