@@ -1,0 +1,192 @@
+"""The DDPM UNet: predicts the noise ε in a noisy image x_t, given the timestep t (and a class).
+
+Mirrors `diffusers.UNet2DModel` for its common configurations (positional time embedding, SiLU,
+"default" ResNet time conditioning, DownBlock2D/AttnDownBlock2D, UpBlock2D/AttnUpBlock2D): the
+same config keys and defaults and the same parameter names, so checkpoints in the layouts of
+google/ddpm-cifar10-32, google/ddpm-cat-256 or the diffusers butterflies tutorial load key for
+key, and ours load in diffusers.
+
+References:
+    Ho et al. 2020, "Denoising Diffusion Probabilistic Models", Section 4 and Appendix B (the UNet
+        ε_θ(x_t, t) of eq. 12 and Algorithm 1: PixelCNN++ backbone, GroupNorm, attention at 16x16).
+    Ronneberger et al. 2015, "U-Net: Convolutional Networks for Biomedical Image Segmentation".
+
+Notation:
+    x_t     sample (B, in_channels, H, W)       t     timestep(s): a number or a (B,) tensor
+    C_l     block_out_channels[l], the width at level l (resolution H / 2**l)
+    temb    (B, 4*C_0) time embedding (+ class embedding), fed to every ResNet block
+"""
+
+from typing import NamedTuple, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddlearn.config import register_to_config
+from ddlearn.models.embeddings import TimestepEmbedding, Timesteps
+from ddlearn.models.modeling import ModelMixin
+from ddlearn.models.unet_2d_blocks import DownBlock2D, UNetMidBlock2D, UpBlock2D
+
+# block type in config -> does that level have self-attention?
+DOWN_BLOCK_TYPES = {"DownBlock2D": False, "AttnDownBlock2D": True}
+UP_BLOCK_TYPES = {"UpBlock2D": False, "AttnUpBlock2D": True}
+# diffusers config keys we accept only at their default value (other values change the network)
+FIXED_KEYS = {"time_embedding_dim": None, "mid_block_type": "UNetMidBlock2D",
+              "downsample_type": "conv", "upsample_type": "conv"}
+
+
+class UNet2DOutput(NamedTuple):
+    sample: torch.Tensor
+
+
+def has_attention(block_type: str, supported: dict) -> bool:
+    if block_type not in supported:
+        raise ValueError(f"UNet2DModel: unsupported block type {block_type!r}; "
+                         f"ddlearn implements {', '.join(supported)}")
+    return supported[block_type]
+
+
+def check_choice(name: str, value, allowed: tuple):
+    if value not in allowed:
+        raise ValueError(f"UNet2DModel: {name}={value!r} is not implemented in ddlearn; "
+                         f"use {' or '.join(map(repr, allowed))}")
+
+
+class UNet2DModel(ModelMixin):
+    ignore_for_config = (*FIXED_KEYS, "num_train_timesteps")  # (the last: only for "learned")
+
+    @register_to_config
+    def __init__(self, sample_size: Union[int, Tuple[int, int], None] = None,
+                 in_channels: int = 3, out_channels: int = 3, center_input_sample: bool = False,
+                 time_embedding_type: str = "positional", freq_shift: int = 0,
+                 flip_sin_to_cos: bool = True,
+                 down_block_types: Tuple[str, ...] = ("DownBlock2D", "AttnDownBlock2D",
+                                                      "AttnDownBlock2D", "AttnDownBlock2D"),
+                 up_block_types: Tuple[str, ...] = ("AttnUpBlock2D", "AttnUpBlock2D",
+                                                    "AttnUpBlock2D", "UpBlock2D"),
+                 block_out_channels: Tuple[int, ...] = (224, 448, 672, 896),
+                 layers_per_block: int = 2, mid_block_scale_factor: float = 1,
+                 downsample_padding: int = 1, dropout: float = 0.0, act_fn: str = "silu",
+                 attention_head_dim: Optional[int] = 8, norm_num_groups: int = 32,
+                 attn_norm_num_groups: Optional[int] = None, norm_eps: float = 1e-5,
+                 resnet_time_scale_shift: str = "default", add_attention: bool = True,
+                 class_embed_type: Optional[str] = None, num_class_embeds: Optional[int] = None):
+        super().__init__()
+        check_choice("time_embedding_type", time_embedding_type, ("positional",))
+        check_choice("act_fn", act_fn, ("silu", "swish"))
+        check_choice("resnet_time_scale_shift", resnet_time_scale_shift, ("default",))
+        check_choice("class_embed_type", class_embed_type, (None,))
+        if not len(down_block_types) == len(up_block_types) == len(block_out_channels):
+            raise ValueError(f"UNet2DModel: down_block_types, up_block_types and "
+                             f"block_out_channels need one entry per level, got "
+                             f"{len(down_block_types)}, {len(up_block_types)} and "
+                             f"{len(block_out_channels)}")
+        C = list(block_out_channels)
+        n = len(C)
+        temb_dim = 4 * C[0]
+        common = dict(temb_channels=temb_dim, resnet_eps=norm_eps, resnet_groups=norm_num_groups,
+                      dropout=dropout, attention_head_dim=attention_head_dim)
+
+        # 1. time embedding: t -> sinusoids (C_0) -> MLP -> temb (4 C_0); + a class embedding
+        self.time_proj = Timesteps(C[0], flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(C[0], temb_dim)
+        self.class_embedding = None
+        if num_class_embeds is not None:
+            self.class_embedding = nn.Embedding(num_class_embeds, temb_dim)
+
+        # 2. stem: (B, in_channels, H, W) -> (B, C_0, H, W)
+        self.conv_in = nn.Conv2d(in_channels, C[0], kernel_size=3, padding=1)
+
+        # 3. encoder: level l works at H / 2**l with C_l channels, and halves H, W (but the last)
+        self.down_blocks = nn.ModuleList()
+        for l, block_type in enumerate(down_block_types):
+            self.down_blocks.append(DownBlock2D(
+                C[max(l - 1, 0)], C[l], num_layers=layers_per_block, add_downsample=l < n - 1,
+                add_attention=has_attention(block_type, DOWN_BLOCK_TYPES),
+                downsample_padding=downsample_padding, **common))
+
+        # 4. bottleneck at the coarsest resolution: ResNet, attention, ResNet
+        self.mid_block = UNetMidBlock2D(C[-1], add_attention=add_attention,
+                                        attn_groups=attn_norm_num_groups,
+                                        output_scale_factor=mid_block_scale_factor, **common)
+
+        # 5. decoder: the levels in reverse, each taking one more skip than the encoder level made
+        self.up_blocks = nn.ModuleList()
+        for i, block_type in enumerate(up_block_types):
+            l = n - 1 - i  # the level (resolution) this block works at
+            self.up_blocks.append(UpBlock2D(
+                in_channels=C[max(l - 1, 0)], prev_output_channel=C[min(l + 1, n - 1)],
+                out_channels=C[l], num_layers=layers_per_block + 1, add_upsample=l > 0,
+                add_attention=has_attention(block_type, UP_BLOCK_TYPES), **common))
+
+        # 6. head: GroupNorm -> SiLU -> conv to (B, out_channels, H, W)
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, C[0], eps=norm_eps)
+        self.conv_out = nn.Conv2d(C[0], out_channels, kernel_size=3, padding=1)
+
+    @classmethod
+    def extract_init_kwargs(cls, config, **overrides) -> dict:
+        config = {**dict(config), **overrides}
+        for key, default in FIXED_KEYS.items():
+            if config.get(key, default) != default:
+                raise ValueError(f"UNet2DModel: config {key}={config[key]!r} is not implemented "
+                                 f"in ddlearn (only {default!r}); use diffusers for this model")
+        return super().extract_init_kwargs(config)
+
+    def forward(self, sample: torch.Tensor, timestep: Union[torch.Tensor, float, int],
+                class_labels: Optional[torch.Tensor] = None) -> UNet2DOutput:
+        """ε_θ(x_t, t[, class]): sample (B, C, H, W), timestep a number or a (B,) tensor."""
+        x = sample
+        self._check_inputs(x, class_labels)
+        if self.config.center_input_sample:  # [0, 1] -> [-1, 1]
+            x = 2 * x - 1.0
+
+        # 1. time (+ class) embedding
+        t = self._timesteps(timestep, x)  # (B,)
+        temb = self.time_embedding(self.time_proj(t).to(self.dtype))  # (B,) -> (B, 4 C_0)
+        if self.class_embedding is not None:
+            temb = temb + self.class_embedding(class_labels).to(temb.dtype)
+
+        # 2. stem
+        h = self.conv_in(x)
+        skips = [h]
+        # 3. encoder: remember every intermediate map for the decoder
+        for block in self.down_blocks:
+            h, block_skips = block(h, temb)
+            skips.extend(block_skips)
+        # 4. bottleneck
+        h = self.mid_block(h, temb)
+        # 5. decoder: each block consumes as many skips as it has ResNet blocks, last made first
+        for block in self.up_blocks:
+            k = len(block.resnets)
+            h = block(h, tuple(skips[-k:]), temb)
+            del skips[-k:]
+        # 6. head
+        h = self.conv_out(F.silu(self.conv_norm_out(h)))
+        return UNet2DOutput(sample=h)
+
+    def _timesteps(self, timestep, x: torch.Tensor) -> torch.Tensor:
+        """A number, a 0-d, (1,) or (B,) tensor -> a (B,) tensor on x's device."""
+        B = x.shape[0]
+        t = torch.as_tensor(timestep, device=x.device)
+        if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, B)):
+            raise ValueError(f"timestep should be a number or a tensor of shape () or ({B},) "
+                             f"(one per sample), got shape {tuple(t.shape)}")
+        return t.reshape(-1).expand(B)
+
+    def _check_inputs(self, x: torch.Tensor, class_labels: Optional[torch.Tensor]):
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"sample should have shape (B, {cfg.in_channels}, H, W) "
+                             f"(in_channels={cfg.in_channels}), got {tuple(x.shape)}")
+        factor = 2 ** (len(cfg.block_out_channels) - 1)
+        if x.shape[-2] % factor or x.shape[-1] % factor:
+            raise ValueError(f"sample height and width should be multiples of {factor} (the UNet "
+                             f"halves them {factor.bit_length() - 1} times), got "
+                             f"{tuple(x.shape[-2:])}; resize or pad the images")
+        if self.class_embedding is not None and class_labels is None:
+            raise ValueError(f"this UNet is class-conditional (num_class_embeds="
+                             f"{cfg.num_class_embeds}): pass class_labels, a (B,) tensor of ints")
+        if self.class_embedding is None and class_labels is not None:
+            raise ValueError("class_labels given, but this UNet is unconditional "
+                             "(num_class_embeds is None)")
