@@ -44,6 +44,9 @@ class FrozenConfig(dict):
         raise TypeError("config is frozen; build a new object with "
                         "`Cls.from_config(config, key=value)`")
 
+    def __reduce_ex__(self, protocol):  # copy.deepcopy and pickle rebuild it from a plain dict
+        return (FrozenConfig, (dict(self),))
+
     __setitem__ = __delitem__ = __setattr__ = update = pop = popitem = clear = setdefault = _frozen
 
 

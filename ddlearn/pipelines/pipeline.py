@@ -1,0 +1,186 @@
+"""DiffusionPipeline: the glue that loads, saves and moves a set of components as one object.
+
+Mirrors `diffusers.DiffusionPipeline`. A pipeline folder is the diffusers layout:
+
+    model_index.json          {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"],
+                               "scheduler": ["diffusers", "DDPMScheduler"]}
+    unet/config.json + diffusion_pytorch_model.safetensors
+    scheduler/scheduler_config.json
+
+Each subclass lists its components as `__init__` arguments (`unet`, `scheduler`, `vae`,
+`text_encoder`, `tokenizer`); `from_pretrained` builds each from its subfolder with the ddlearn
+class of the same name (transformers' tokenizer for `tokenizer`), and `save_pretrained` writes a
+folder diffusers can load back.
+"""
+
+import inspect
+import json
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ddlearn.files import atomic_write_text
+from ddlearn.hub import resolve_folder
+
+# diffusers pipelines may list these; ddlearn has no use for them and skips them with a note
+SKIPPED_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
+
+
+class ImagePipelineOutput(NamedTuple):
+    images: object  # a list of PIL images, an (B, H, W, C) numpy array, or a (B, C, H, W) tensor
+
+
+class DiffusionPipeline:
+    """Base of every pipeline: from_pretrained, save_pretrained, to(), components, progress bar."""
+
+    config_name = "model_index.json"
+
+    def __init__(self, **components):
+        for name, component in components.items():
+            setattr(self, name, component)
+        self._progress_bar_config = {}
+
+    # ---- components ------------------------------------------------------------------------------
+    @classmethod
+    def component_names(cls) -> list:
+        params = inspect.signature(cls.__init__).parameters
+        return [n for n, p in params.items() if n != "self" and p.kind == p.POSITIONAL_OR_KEYWORD]
+
+    @property
+    def components(self) -> dict:
+        return {name: getattr(self, name) for name in self.component_names()}
+
+    def _modules(self):
+        return [c for c in self.components.values() if isinstance(c, torch.nn.Module)]
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self._modules())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(iter(self._modules())).dtype
+
+    def to(self, device=None, dtype=None):
+        for module in self._modules():
+            module.to(device=device, dtype=dtype)
+        return self
+
+    # ---- loading and saving ----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, torch_dtype=None):
+        """Load every component listed in `model_index.json` (a local folder or a Hub id)."""
+        root = resolve_folder(path_or_repo_id)
+        index_path = root / cls.config_name
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{root} has no model_index.json; is it a pipeline folder? "
+                                    f"(a single model loads with e.g. UNet2DModel.from_pretrained)")
+        index = json.loads(index_path.read_text())
+        pipeline_cls = cls._resolve_pipeline_class(index.get("_class_name"))
+        skipped = [n for n in SKIPPED_COMPONENTS if n in index and index[n][0] is not None]
+        if skipped:
+            warnings.warn(f"skipping {', '.join(skipped)}: ddlearn pipelines do not use them",
+                          stacklevel=2)
+        components = {}
+        for name in pipeline_cls.component_names():
+            if name not in index:
+                raise ValueError(f"model_index.json in {root} has no {name!r} entry, which "
+                                 f"{pipeline_cls.__name__} needs (components: "
+                                 f"{', '.join(pipeline_cls.component_names())})")
+            library, class_name = index[name]
+            components[name] = load_component(root, name, library, class_name, torch_dtype)
+        return pipeline_cls(**components)
+
+    @classmethod
+    def _resolve_pipeline_class(cls, class_name):
+        if cls is not DiffusionPipeline or class_name is None:
+            return cls
+        import ddlearn.pipelines as pipelines
+
+        found = getattr(pipelines, class_name, None)
+        if found is None:
+            raise ValueError(f"ddlearn has no pipeline {class_name!r}; load it with a ddlearn "
+                             f"pipeline class directly, e.g. DDPMPipeline.from_pretrained")
+        return found
+
+    def save_pretrained(self, save_directory) -> Path:
+        root = Path(save_directory)
+        index = {"_class_name": type(self).__name__, "_diffusers_version": "0.30.0"}
+        for name, component in self.components.items():
+            if component is None:
+                index[name] = [None, None]
+                continue
+            library = "transformers" if name in ("tokenizer", "text_encoder") else "diffusers"
+            index[name] = [library, type(component).__name__]
+            if hasattr(component, "save_pretrained"):
+                component.save_pretrained(root / name)
+            else:
+                component.save_config(root / name)
+        atomic_write_text(root / self.config_name, json.dumps(index, indent=2) + "\n")
+        return root
+
+    # ---- progress bar and outputs ---------------------------------------------------------------
+    def set_progress_bar_config(self, **kwargs):
+        """E.g. `pipe.set_progress_bar_config(disable=True)`; kwargs go to tqdm."""
+        self._progress_bar_config = kwargs
+
+    def progress_bar(self, iterable):
+        return tqdm(iterable, **self._progress_bar_config)
+
+    @staticmethod
+    def numpy_to_pil(images: np.ndarray) -> list:
+        """(B, H, W, C) floats in [0, 1] -> list of PIL images."""
+        images = (images * 255).round().astype("uint8")
+        return [Image.fromarray(image) for image in images]
+
+    def postprocess(self, image: torch.Tensor, output_type: str = "pil"):
+        """(B, C, H, W) in [-1, 1] -> "pt" tensor in [0, 1], "np" (B, H, W, C) array, or PIL."""
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}")
+        image = (image / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return image
+        image = image.cpu().permute(0, 2, 3, 1).float().numpy()  # (B, C, H, W) -> (B, H, W, C)
+        return self.numpy_to_pil(image) if output_type == "pil" else image
+
+
+def load_component(root: Path, name: str, library, class_name, torch_dtype=None):
+    """Build one component from `root/name` with the ddlearn (or transformers tokenizer) class."""
+    if library is None:
+        return None
+    if class_name.endswith("Tokenizer") or class_name.endswith("TokenizerFast"):
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(root / name)
+    import ddlearn
+
+    cls = getattr(ddlearn, class_name, None)
+    if cls is None:
+        raise ValueError(f"{name}: ddlearn has no class {class_name!r} ({library}). Supported "
+                         f"schedulers and models are listed in ddlearn.__all__")
+    if hasattr(cls, "from_pretrained"):
+        return cls.from_pretrained(root, subfolder=name, torch_dtype=torch_dtype)
+    return cls.from_config(cls.load_config(root / name))
+
+
+def randn_tensor(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """Gaussian noise drawn as diffusers draws it: on the generator's device, one generator per
+    sample when a list is given, then moved to `device`."""
+    device = torch.device(device or "cpu")
+    if isinstance(generator, list) and len(generator) == 1:
+        generator = generator[0]
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; pass one "
+                             f"generator, or one per image")
+        rand_device = generator[0].device
+        samples = [torch.randn((1, *shape[1:]), generator=g, device=rand_device, dtype=dtype)
+                   for g in generator]
+        return torch.cat(samples).to(device)
+    rand_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)

@@ -1,0 +1,84 @@
+"""The training loop: deterministic, resumable, EMA, and the loss targets diffusers trains on."""
+
+import torch
+from diffusers import DDPMScheduler as DiffusersDDPM
+
+from ddlearn.config import register_to_config
+from ddlearn.models.modeling import ModelMixin
+from ddlearn.schedulers.ddpm import DDPMScheduler
+from ddlearn.training import EMA, diffusion_loss, latest_checkpoint, target_for, train
+
+
+class Output:
+    def __init__(self, sample):
+        self.sample = sample
+
+
+class TinyDenoiser(ModelMixin):
+    @register_to_config
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+        self.scale = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x, t):
+        return Output(self.conv(x) * self.scale + t.float().view(-1, 1, 1, 1) / 1000)
+
+
+def make_run(tmp_path, num_steps, seed=0):
+    torch.manual_seed(123)
+    model = TinyDenoiser()
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    data = torch.rand(20, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    loss_fn = lambda m, batch, g: diffusion_loss(m, scheduler, batch, g)
+    result = train(model, loss_fn, data, num_steps=num_steps, batch_size=4, lr=1e-2, ema_decay=0.9,
+                   output_dir=tmp_path, save_every=3, seed=seed, progress=False)
+    return model, result
+
+
+def test_resuming_continues_the_run_instead_of_restarting(tmp_path):
+    straight, straight_result = make_run(tmp_path / "straight", num_steps=6)
+    make_run(tmp_path / "interrupted", num_steps=3)  # "crashes" after its checkpoint at step 3
+    resumed, resumed_result = make_run(tmp_path / "interrupted", num_steps=6)
+    assert len(resumed_result["losses"]) == 6
+    assert resumed_result["losses"] == straight_result["losses"]  # same batches, same noise
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(straight_result["ema"].model.parameters(),
+                    resumed_result["ema"].model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert latest_checkpoint(tmp_path / "interrupted").name == "step-000006"
+
+
+def test_a_different_seed_gives_a_different_run(tmp_path):
+    _, a = make_run(tmp_path / "a", num_steps=2, seed=0)
+    _, b = make_run(tmp_path / "b", num_steps=2, seed=1)
+    assert a["losses"] != b["losses"]
+
+
+def test_training_reduces_the_loss(tmp_path):
+    _, result = make_run(tmp_path, num_steps=30)
+    losses = result["losses"]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
+
+
+def test_ema_moves_towards_the_model_with_warmup():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # first update: d = min(0.99, 2/11)
+    d = 2 / 11
+    expected = d * (model.weight - 1.0) + (1 - d) * model.weight
+    torch.testing.assert_close(ema.model.weight, expected)
+
+
+def test_targets_match_diffusers_training_targets():
+    x0, noise = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    t = torch.tensor([0, 10, 500, 999])
+    for kind in ("epsilon", "v_prediction", "sample"):
+        ours = DDPMScheduler(prediction_type=kind)
+        theirs = DiffusersDDPM(prediction_type=kind)
+        expected = {"epsilon": noise, "sample": x0,
+                    "v_prediction": theirs.get_velocity(x0, noise, t)}[kind]
+        torch.testing.assert_close(target_for(ours, x0, noise, t), expected)
