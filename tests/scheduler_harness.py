@@ -36,9 +36,11 @@ def assert_scaled_close(actual, expected, rtol: float = 1e-5, what: str = ""):
 
 
 def run_loop(scheduler, steps: int, shape, dtype=torch.float32, seed: int = 0,
-             step_kwargs: Optional[dict] = None, step_seed: Optional[int] = None) -> dict:
+             step_kwargs: Optional[dict] = None, step_seed: Optional[int] = None,
+             model=fake_model) -> dict:
     """set_timesteps(steps), then x_T = noise · init_noise_sigma and the usual denoising loop.
 
+    `model(sample, t)` stands in for the network (default `fake_model`).
     Returns a dict of lists: "timesteps" (floats), "scaled" (scale_model_input outputs),
     "model_output", "prev_sample", "pred_original_sample" (None where the scheduler gives none).
     """
@@ -52,7 +54,7 @@ def run_loop(scheduler, steps: int, shape, dtype=torch.float32, seed: int = 0,
               "pred_original_sample": []}
     for t in scheduler.timesteps:
         scaled = scheduler.scale_model_input(sample, t)
-        model_output = fake_model(scaled, t)
+        model_output = model(scaled, t)
         out = scheduler.step(model_output, t, sample, **kwargs)
         sample = out.prev_sample
         record["timesteps"].append(float(t))
@@ -76,7 +78,7 @@ def assert_same_attributes(ours, theirs, names=ATTRIBUTES, rtol: float = 1e-5):
 def assert_same_loop(ours_cls, theirs_cls, config: dict, steps: int = 10, batch: int = 1,
                      dtype=torch.float32, step_kwargs: Optional[dict] = None,
                      step_seed: Optional[int] = None, shape=(3, 8, 8), seed: int = 0,
-                     rtol: float = 1e-5) -> tuple:
+                     rtol: float = 1e-5, model=fake_model) -> tuple:
     """Build both schedulers from `config`, run both loops, compare every recorded tensor.
 
     Compares timesteps, sigmas, alphas_cumprod, init_noise_sigma after set_timesteps, then at every
@@ -87,13 +89,19 @@ def assert_same_loop(ours_cls, theirs_cls, config: dict, steps: int = 10, batch:
     assert_same_attributes(ours, theirs, ("alphas_cumprod",), rtol)
     full_shape = (batch, *shape)
     args = dict(steps=steps, shape=full_shape, dtype=dtype, seed=seed, step_kwargs=step_kwargs,
-                step_seed=step_seed)
+                step_seed=step_seed, model=model)
     theirs_record = run_loop(theirs, **args)
     ours_record = run_loop(ours, **args)
     theirs_check, ours_check = theirs_cls(**config), ours_cls(**config)
     theirs_check.set_timesteps(steps)
     ours_check.set_timesteps(steps)
     assert_same_attributes(ours_check, theirs_check, ATTRIBUTES, rtol)
+    assert_same_records(ours_record, theirs_record, rtol)
+    return ours_record, theirs_record, ours, theirs
+
+
+def assert_same_records(ours_record: dict, theirs_record: dict, rtol: float = 1e-5):
+    """Compare two `run_loop` records: timesteps exactly, then each step's tensors."""
     assert ours_record["timesteps"] == theirs_record["timesteps"], "timesteps differ"
     for i, t in enumerate(theirs_record["timesteps"]):
         where = f"step {i} (t={t})"
@@ -108,4 +116,3 @@ def assert_same_loop(ours_cls, theirs_cls, config: dict, steps: int = 10, batch:
             assert ours_record["pred_original_sample"][i] is not None, f"{where}: no pred x_0"
             assert_scaled_close(ours_record["pred_original_sample"][i], expected_x0, rtol,
                                 f"{where} pred_original_sample")
-    return ours_record, theirs_record, ours, theirs
