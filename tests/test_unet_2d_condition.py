@@ -150,13 +150,15 @@ def test_real_sd_configs_are_accepted_without_warnings(config):
 def test_full_sd15_unet_matches_diffusers():
     """SD 1.5 at full size (860M parameters): same keys and shapes, one 64x64 forward."""
     torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     ref = diffusers.UNet2DConditionModel(**{k: v for k, v in SD15_CONFIG.items()
-                                            if not k.startswith("_")}).eval()
-    ours = UNet2DConditionModel.from_config(SD15_CONFIG).eval()
+                                            if not k.startswith("_")}).eval().to(device)
+    ours = UNet2DConditionModel.from_config(SD15_CONFIG).eval().to(device)
     ref_state, our_state = ref.state_dict(), ours.state_dict()
     assert {k: v.shape for k, v in our_state.items()} == {k: v.shape for k, v in
                                                           ref_state.items()}
     ours.load_state_dict(ref_state)
-    sample, context = torch.randn(1, 4, 64, 64), torch.randn(1, 77, 768)
+    sample = torch.randn(1, 4, 64, 64, device=device)
+    context = torch.randn(1, 77, 768, device=device)
     with torch.no_grad():
         assert_close(ours(sample, 981, context).sample, ref(sample, 981, context).sample)

@@ -165,12 +165,13 @@ SD15_VAE = {
 def test_full_sd15_vae_matches_diffusers():
     """SD 1.5's VAE at full size (84M parameters): same keys and shapes, a 64x64 round trip."""
     torch.manual_seed(0)
-    ref = diffusers.AutoencoderKL(**{k: v for k, v in SD15_VAE.items() if k[0] != "_"}).eval()
-    ours = AutoencoderKL.from_config(SD15_VAE).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    ref = diffusers.AutoencoderKL(**{k: v for k, v in SD15_VAE.items() if k[0] != "_"})
+    ref, ours = ref.eval().to(device), AutoencoderKL.from_config(SD15_VAE).eval().to(device)
     assert {k: v.shape for k, v in ours.state_dict().items()} == \
         {k: v.shape for k, v in ref.state_dict().items()}
     ours.load_state_dict(ref.state_dict())
-    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    x = torch.rand(1, 3, 64, 64, device=device) * 2 - 1
     with torch.no_grad():
         z = ours.encode(x).latent_dist.mode()
         assert z.shape == (1, 4, 8, 8)

@@ -87,7 +87,7 @@ class UNet2DConditionModel(ModelMixin):
         num_attention_heads: Optional[Union[int, Tuple[int, ...]]] = None,
         dual_cross_attention: bool = False,
         use_linear_projection: bool = False,
-        upcast_attention: bool = False,  # only matters in float16; we attend in the input dtype
+        upcast_attention: bool = False,  # accepted: fp16 SDPA keeps its softmax in fp32
     ):
         super().__init__()
         check_supported(self.config)
