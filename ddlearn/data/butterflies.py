@@ -44,7 +44,7 @@ SHAPES = {
 }
 COLOUR_NAMES, SHAPE_NAMES = tuple(COLOURS), tuple(SHAPES)
 NUM_CLASSES = len(COLOURS) * len(PATTERNS)
-BODY_RGB, BACKGROUND_RGB = np.array([0.10, 0.08, 0.07]), np.array([0.93, 0.90, 0.83])
+BODY_RGB, BACKGROUND_RGB = (0.10, 0.08, 0.07), (0.93, 0.90, 0.83)
 SOURCES = ("synthetic", "smithsonian")
 SPLIT_OFFSETS = {"train": 0, "test": 900_000}  # image seeds: seed * 1_000_000 + offset + index
 
@@ -79,6 +79,9 @@ def _rgb(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(3, 1, 1)  # (3,) -> (3, 1, 1)
 
 
+_RGB = {name: _rgb(value) for name, value in [*COLOURS.items(), ("body", BODY_RGB)]}
+
+
 @lru_cache(maxsize=64)
 def _axes(wing):
     """A wing's long axis direction (cos, sin) and the scale of its distance field."""
@@ -102,7 +105,8 @@ def _circle_distance(u, v, centre, radius):
 
 def _segment_distance(u, v, start, end, half_width):
     du, dv = end[0] - start[0], end[1] - start[1]
-    t = np.clip(((u - start[0]) * du + (v - start[1]) * dv) * (1 / (du * du + dv * dv)), 0, 1)
+    t = ((u - start[0]) * du + (v - start[1]) * dv) * (1 / (du * du + dv * dv))
+    t = np.minimum(np.maximum(t, 0, out=t), 1, out=t)  # nearest point's fraction along
     return half_width - np.sqrt((u - start[0] - t * du) ** 2 + (v - start[1] - t * dv) ** 2)
 
 
@@ -158,17 +162,17 @@ def render(colour, pattern, pattern_colour, shape, size=32, scale=0.9, angle=0.0
         d_hind = np.maximum(d_hind, _ellipse_distance(u, v, wings["tail"]))
     d_wing = np.maximum(d_fore, d_hind)
     # 3. wing colour (slightly darker near the body), then pattern layers over it
-    base = _rgb(np.clip(np.array(COLOURS[colour]) * (0.9 + 0.2 * r[0]) + 0.06 * (r[1] - 0.5), 0, 1))
+    base = _RGB[colour] * (0.9 + 0.2 * r[0]) + 0.06 * (r[1] - 0.5)  # brightness, not hue
     rgb = base * np.minimum(u * 0.55 + 0.78, 1.0)  # (3, H, W)
-    keys = {"p": _rgb(np.clip(np.array(COLOURS[pattern_colour]) * (0.9 + 0.15 * r[2]), 0, 1)),
-            "black": _rgb(BODY_RGB), "white": _rgb(COLOURS["white"])}
+    keys = {"p": _RGB[pattern_colour] * (0.9 + 0.15 * r[2]), "black": _RGB["body"],
+            "white": _RGB["white"]}
     for d, key in _pattern_layers(pattern, u, v, d_wing, wings, r[3]):
         rgb += coverage(d) * (keys[key] - rgb)
-    # 4. darker rims: around the whole wing, and the forewing's edge over the hindwing
-    rim = np.maximum(coverage(0.05 - d_wing), coverage(0.05 - d_fore) * coverage(d_fore))
-    rgb *= 1 - 0.5 * rim
+    # 4. darker rims: along the wing's outline, and on both sides of the forewing's edge
+    rgb *= 1 - 0.5 * coverage(np.maximum(0.05 - d_wing, 0.03 - np.abs(d_fore)))
     # 5. background: beige card lit from above (tint r[4:7]), soft shadow below the butterfly
-    paper = _rgb(BACKGROUND_RGB * (0.97 + 0.03 * np.array(r[4:7]) + 0.04 * r[7]))
+    tint = [0.97 + 0.03 * r[4 + i] + 0.04 * r[7] for i in range(3)]
+    paper = _rgb([c * t for c, t in zip(BACKGROUND_RGB, tint, strict=True)])
     shade = np.exp((xs * xs + (ys - 0.08) ** 2) * (-2 / scale)) * -0.10 + 1 - 0.04 * y
     image = paper * shade
     image += coverage(d_wing) * (rgb - image)
@@ -178,8 +182,8 @@ def render(colour, pattern, pattern_colour, shape, size=32, scale=0.9, angle=0.0
         _circle_distance(u, v, (0.0, -0.46), 0.075),
         _segment_distance(u, v, (0.02, -0.5), (0.2, -0.86), 0.022),
         _circle_distance(u, v, (0.2, -0.86), 0.045)])
-    image += coverage(d_body) * (_rgb(BODY_RGB) - image)
-    image = np.minimum(np.maximum(image * 255 + 0.5, 0, out=image), 255.0, out=image)
+    image += coverage(d_body) * (_RGB["body"] - image)
+    image = np.minimum(image * 255 + 0.5, 255.0, out=image)  # blends of colours >= 0 stay >= 0
     return np.ascontiguousarray(image.astype(np.uint8).transpose(1, 2, 0))  # (3,H,W) -> (H,W,3)
 
 
