@@ -11,3 +11,12 @@ def _is_truthy(value) -> bool:
 
 #: The one switch notebooks read to shrink epochs, steps and image counts in CI (DDLEARN_QUICK=1).
 QUICK = _is_truthy(os.environ.get("DDLEARN_QUICK"))
+
+from ddlearn.models import *  # noqa: E402,F403
+from ddlearn.models import __all__ as _models  # noqa: E402
+from ddlearn.pipelines import *  # noqa: E402,F403
+from ddlearn.pipelines import __all__ as _pipelines  # noqa: E402
+from ddlearn.schedulers import *  # noqa: E402,F403
+from ddlearn.schedulers import __all__ as _schedulers  # noqa: E402
+
+__all__ = ["QUICK", *_models, *_schedulers, *_pipelines]

@@ -62,6 +62,8 @@ def register_to_config(init):
         _check_types(type(self), values)
         # JSON has no tuples: store lists so a saved-then-loaded config compares equal
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        # `_class_name` travels with the config, so `Other.from_config(config)` knows its source
+        values = {"_class_name": type(self).__name__, **values}
         object.__setattr__(self, "_config", FrozenConfig(values))
         init(self, *args, **kwargs)
 
@@ -117,7 +119,7 @@ class ConfigMixin:
     def save_config(self, save_directory) -> Path:
         """Write `<save_directory>/<config_name>` atomically; returns its path."""
         path = Path(save_directory) / self.config_name
-        data = {"_class_name": type(self).__name__, **self.config}
+        data = {**self.config, "_class_name": type(self).__name__}
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
 

@@ -2,5 +2,12 @@
 
 from ddlearn.pipelines.ddpm import DDIMPipeline, DDPMPipeline
 from ddlearn.pipelines.pipeline import DiffusionPipeline, ImagePipelineOutput
+from ddlearn.pipelines.stable_diffusion import StableDiffusionPipeline
+from ddlearn.pipelines.stable_diffusion_img2img import (
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+)
 
-__all__ = ["DiffusionPipeline", "ImagePipelineOutput", "DDPMPipeline", "DDIMPipeline"]
+__all__ = ["DiffusionPipeline", "ImagePipelineOutput", "DDPMPipeline", "DDIMPipeline",
+           "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+           "StableDiffusionInpaintPipeline"]

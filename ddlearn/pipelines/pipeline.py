@@ -45,7 +45,7 @@ class DiffusionPipeline:
             setattr(self, name, component)
         self._progress_bar_config = {}
 
-    # ---- components ------------------------------------------------------------------------------
+    # ---- components ----------------------------------------------------------------------------
     @classmethod
     def component_names(cls) -> list:
         params = inspect.signature(cls.__init__).parameters
@@ -71,7 +71,7 @@ class DiffusionPipeline:
             module.to(device=device, dtype=dtype)
         return self
 
-    # ---- loading and saving ----------------------------------------------------------------------
+    # ---- loading and saving --------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path_or_repo_id, torch_dtype=None):
         """Load every component listed in `model_index.json` (a local folder or a Hub id)."""
@@ -124,7 +124,7 @@ class DiffusionPipeline:
         atomic_write_text(root / self.config_name, json.dumps(index, indent=2) + "\n")
         return root
 
-    # ---- progress bar and outputs ---------------------------------------------------------------
+    # ---- progress bar and outputs --------------------------------------------------------------
     def set_progress_bar_config(self, **kwargs):
         """E.g. `pipe.set_progress_bar_config(disable=True)`; kwargs go to tqdm."""
         self._progress_bar_config = kwargs

@@ -1,0 +1,138 @@
+"""StableDiffusionPipeline: text -> CLIP embeddings -> denoise latents with guidance -> VAE decode.
+
+Mirrors `diffusers.StableDiffusionPipeline` (Rombach et al. 2022, "High-Resolution Image Synthesis
+with Latent Diffusion Models"), minus the safety checker. Classifier-free guidance (Ho & Salimans
+2022, eq. 6) runs the UNet once on a batch that stacks the unconditional and the conditional halves:
+
+    ε̂ = ε_θ(z_t, t, ∅) + w · (ε_θ(z_t, t, c) - ε_θ(z_t, t, ∅))        w = guidance_scale
+
+| code                 | paper | meaning                                                         |
+|----------------------|-------|-----------------------------------------------------------------|
+| `latents`            | z_t   | noisy latent, (B, 4, H/f, W/f) with f = `vae_scale_factor`      |
+| `prompt_embeds`      | c     | CLIP text-encoder output, (B, 77, d)                            |
+| `guidance_scale`     | w     | 1 = no guidance; SD uses 7.5                                    |
+| `scaling_factor`     |       | latents are z / scaling_factor before `vae.decode` (≈ unit var) |
+"""
+
+import inspect
+
+import torch
+
+from ddlearn.pipelines.pipeline import DiffusionPipeline, ImagePipelineOutput, randn_tensor
+
+
+class StableDiffusionPipeline(DiffusionPipeline):
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
+        super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                         scheduler=scheduler)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def __call__(self, prompt=None, height=None, width=None, num_inference_steps: int = 50,
+                 guidance_scale: float = 7.5, negative_prompt=None, num_images_per_prompt: int = 1,
+                 eta: float = 0.0, generator=None, latents=None, prompt_embeds=None,
+                 negative_prompt_embeds=None, output_type: str = "pil",
+                 callback_on_step_end=None) -> ImagePipelineOutput:
+        # 0. defaults and input checks
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        self.check_size(height, width)
+        do_cfg = guidance_scale > 1.0
+        # 1. text -> embeddings c (and ∅ for guidance)
+        prompt_embeds, negative_prompt_embeds = self.encode_prompt(
+            prompt, num_images_per_prompt, do_cfg, negative_prompt, prompt_embeds,
+            negative_prompt_embeds)
+        # 2. timesteps and the starting noise z_T
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        latents = self.prepare_latents(prompt_embeds.shape[0], height, width, prompt_embeds.dtype,
+                                       generator, latents)
+        # 3. denoise, then decode
+        latents = self.denoise(latents, self.scheduler.timesteps, prompt_embeds,
+                               negative_prompt_embeds, guidance_scale, generator, eta,
+                               callback_on_step_end)
+        return ImagePipelineOutput(self.postprocess(self.decode_latents(latents), output_type))
+
+    # ---- 1. prompts ----------------------------------------------------------------------------
+    def encode_prompt(self, prompt, num_images_per_prompt=1, do_classifier_free_guidance=True,
+                      negative_prompt=None, prompt_embeds=None, negative_prompt_embeds=None):
+        """-> (c, ∅): (B·n, 77, d) text embeddings, and the negative/empty ones (None without
+        CFG)."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("pass exactly one of `prompt` and `prompt_embeds`")
+        if prompt is not None:
+            prompt = [prompt] if isinstance(prompt, str) else list(prompt)
+            prompt_embeds = self.embed_text(prompt)
+        batch_size = prompt_embeds.shape[0]
+        if do_classifier_free_guidance and negative_prompt_embeds is None:
+            negative = negative_prompt if negative_prompt is not None else ""
+            negative = [negative] * batch_size if isinstance(negative, str) else list(negative)
+            if len(negative) != batch_size:
+                raise ValueError(f"negative_prompt has {len(negative)} entries but the batch has "
+                                 f"{batch_size} prompts; give one per prompt, or a single string")
+            negative_prompt_embeds = self.embed_text(negative)
+        repeat = lambda e: None if e is None else e.repeat_interleave(num_images_per_prompt, dim=0)
+        if not do_classifier_free_guidance:
+            negative_prompt_embeds = None
+        return repeat(prompt_embeds), repeat(negative_prompt_embeds)
+
+    def embed_text(self, texts) -> torch.Tensor:
+        """Texts -> token ids padded to the tokenizer's max length (77 for CLIP) -> (B, 77, d)."""
+        max_length = self.tokenizer.model_max_length
+        ids = self.tokenizer(texts, padding="max_length", max_length=max_length, truncation=True,
+                             return_tensors="pt").input_ids
+        return self.text_encoder(ids.to(self.device))[0]
+
+    # ---- 2. latents ----------------------------------------------------------------------------
+    def check_size(self, height: int, width: int):
+        f = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        if height % f or width % f:
+            raise ValueError(f"height and width must be multiples of {f} (the VAE divides by "
+                             f"{self.vae_scale_factor}, the UNet by {f // self.vae_scale_factor} "
+                             f"more); got {height}x{width}")
+
+    def prepare_latents(self, batch_size, height, width, dtype, generator, latents=None):
+        f = self.vae_scale_factor
+        shape = (batch_size, self.unet.config.in_channels, height // f, width // f)
+        if latents is None:
+            latents = randn_tensor(shape, generator, device=self.device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape} "
+                             f"(batch = prompts x num_images_per_prompt)")
+        return latents.to(self.device) * self.scheduler.init_noise_sigma
+
+    # ---- 3. the denoising loop -----------------------------------------------------------------
+    def denoise(self, latents, timesteps, prompt_embeds, negative_prompt_embeds, guidance_scale,
+                generator=None, eta=0.0, callback_on_step_end=None, after_step=None):
+        """The sampler loop with classifier-free guidance over one batched uncond+cond UNet pass."""
+        step_kwargs = self.step_kwargs(generator, eta)
+        do_cfg = negative_prompt_embeds is not None
+        context = torch.cat([negative_prompt_embeds, prompt_embeds]) if do_cfg else prompt_embeds
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            model_input = torch.cat([latents] * 2) if do_cfg else latents  # (2B, 4, h, w)
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample
+            if do_cfg:  # ε̂ = ε_∅ + w (ε_c - ε_∅)
+                noise_uncond, noise_text = noise_pred.chunk(2)
+                noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+            latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
+            if after_step is not None:  # e.g. inpainting re-imposes the known region
+                latents = after_step(i, latents)
+            if callback_on_step_end is not None:
+                out = callback_on_step_end(self, i, t, {"latents": latents}) or {}
+                latents = out.get("latents", latents)
+        return latents
+
+    def step_kwargs(self, generator, eta) -> dict:
+        """Pass `eta` and `generator` only to schedulers whose step() takes them (as diffusers)."""
+        accepted = inspect.signature(self.scheduler.step).parameters
+        kwargs = {"eta": eta} if "eta" in accepted else {}
+        if "generator" in accepted:
+            kwargs["generator"] = generator
+        return kwargs
+
+    def decode_latents(self, latents) -> torch.Tensor:
+        """Scaled latents -> images in [-1, 1] (B, 3, H, W)."""
+        return self.vae.decode(latents / self.vae.config.scaling_factor).sample
