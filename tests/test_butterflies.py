@@ -132,3 +132,21 @@ def test_bad_arguments_are_clear_errors():
         ButterflyDataset(10, split="validation")
     with pytest.raises(ValueError, match="size must be an integer >= 8"):
         make_butterfly(0, size=4)
+
+
+def test_smithsonian_unreachable_hub_fails_fast(monkeypatch):
+    """Online mode but no network: one clear error at once, not the hub client's retries."""
+    import socket
+
+    for var in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy",
+                "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    start = time.perf_counter()
+    with pytest.raises(HubOfflineError, match="unreachable.*source=\"synthetic\""):
+        load_butterflies("smithsonian")
+    assert time.perf_counter() - start < 2

@@ -21,8 +21,10 @@ clip(0.5 + d * pixels_per_unit, 0, 1), so no supersampling is needed at any size
 
 import os
 import random
+import socket
 from functools import lru_cache
 from math import cos, pi, radians, sin, sqrt
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -285,6 +287,8 @@ def load_butterflies(source: str = "synthetic", n: int = 1000, size: int = 32, s
              if os.environ.get(f, "0").lower() in ("1", "true", "yes", "on")]
     if flags:
         raise HubOfflineError(hint.format(f"{flags[0]}=1 is set"))
+    if not _hub_reachable():  # fail now rather than after the hub client's ~30 s of retries
+        raise HubOfflineError(hint.format("the Hub is unreachable"))
     import datasets
 
     try:
@@ -292,3 +296,15 @@ def load_butterflies(source: str = "synthetic", n: int = 1000, size: int = 32, s
     except (ConnectionError, OSError, TimeoutError) as e:
         raise HubOfflineError(hint.format(f"{type(e).__name__}: {str(e)[:120]}")) from None
     return data.select(range(min(n, len(data))))
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """Can we open a TCP connection to the Hub? (Behind a proxy we cannot tell: assume yes.)"""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
