@@ -140,7 +140,8 @@ class CLIPTextModel(ModelMixin):
     def save_config(self, save_directory) -> Path:
         """Write config.json as transformers does, so `transformers.CLIPTextModel` can load it."""
         path = Path(save_directory) / self.config_name
-        data = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", **self.config}
+        keys = {k: v for k, v in self.config.items() if not k.startswith("_")}  # no _class_name
+        data = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", **keys}
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
 
