@@ -126,7 +126,7 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         n, T, config = num_inference_steps, self.config.num_train_timesteps, self.config
         check_num_inference_steps(n, T)
         timesteps = multistep_timesteps(n, T, config.timestep_spacing, config.steps_offset)
-        train_sigmas = np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
         if config.use_karras_sigmas:  # EDM eq. (5), then the (rounded) timesteps of those σ
             sigmas = karras_sigmas(train_sigmas[0].item(), train_sigmas[-1].item(), n)
             timesteps = sigma_to_t(sigmas, np.log(train_sigmas))

@@ -29,6 +29,7 @@ import torch
 from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
+    TIMESTEP_SPACINGS,
     SchedulerMixin,
     SchedulerOutput,
     check_choice,
@@ -54,6 +55,7 @@ class EulerDiscreteScheduler(SchedulerMixin):
         super().__init__()
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
+        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
                                 trained_betas, rescale_betas_zero_snr)
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
@@ -79,7 +81,7 @@ class EulerDiscreteScheduler(SchedulerMixin):
         self.num_inference_steps = num_inference_steps
         timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
                                     self.config.steps_offset)
-        train_sigmas = np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         if self.config.use_karras_sigmas:  # EDM eq. (5), then the timesteps matching those σ
             sigmas = karras_sigmas(sigmas[-1].item(), sigmas[0].item(), num_inference_steps)

@@ -28,6 +28,7 @@ import torch
 
 from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
+    TIMESTEP_SPACINGS,
     SchedulerMixin,
     SchedulerOutput,
     check_choice,
@@ -53,6 +54,7 @@ class EulerAncestralDiscreteScheduler(SchedulerMixin):
                              "or 'v_prediction' (as in diffusers); use EulerDiscreteScheduler for "
                              "'sample'")
         check_choice("prediction_type", prediction_type, ("epsilon", "v_prediction"))
+        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
                                 trained_betas, rescale_betas_zero_snr)
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
@@ -78,7 +80,7 @@ class EulerAncestralDiscreteScheduler(SchedulerMixin):
         self.num_inference_steps = num_inference_steps
         timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
                                     self.config.steps_offset)
-        train_sigmas = np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         self.timesteps = torch.from_numpy(timesteps).to(device=device)

@@ -95,7 +95,7 @@ class UniPCMultistepScheduler(SchedulerMixin):
         n, T, config = num_inference_steps, self.config.num_train_timesteps, self.config
         check_num_inference_steps(n, T)
         timesteps = multistep_timesteps(n, T, config.timestep_spacing, config.steps_offset)
-        train_sigmas = np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
         if config.use_karras_sigmas:  # EDM eq. (5), then the rounded timesteps of those σ
             sigmas = karras_sigmas(train_sigmas[0].item(), train_sigmas[-1].item(), n)
             timesteps = sigma_to_t(sigmas, np.log(train_sigmas)).round()
@@ -124,8 +124,12 @@ class UniPCMultistepScheduler(SchedulerMixin):
             x0 = dynamic_threshold(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
         return x0
 
-    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor) -> SchedulerOutput:
-        """Correct x_i with the new prediction (UniC), then predict x_{i+1} (UniP)."""
+    def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
+             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+        """Correct x_i with the new prediction (UniC), then predict x_{i+1} (UniP).
+
+        UniPC draws no noise; `generator` is accepted so every scheduler takes the same call.
+        """
         self._check_ready()
         if self.step_index is None:
             self.step_index = index_for_timestep(self.timesteps, timestep)
