@@ -48,7 +48,7 @@ class GaussianMixture2D:
         return (self.means[k] + self.std * z).float()
 
     def noised(self, alpha_bar_t: float) -> "GaussianMixture2D":
-        """Marginal p_t of x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε: means √ᾱ_t μ_k, variance ᾱ_t s² + 1 - ᾱ_t."""
+        """Marginal p_t of x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε: means √ᾱ_t μ_k, variance ᾱ_t s²+1-ᾱ_t."""
         var_t = alpha_bar_t * self.std**2 + 1 - alpha_bar_t
         return GaussianMixture2D(alpha_bar_t**0.5 * self.means, var_t**0.5, self.weights)
 
