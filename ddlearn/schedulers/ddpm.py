@@ -30,6 +30,7 @@ from ddlearn.schedulers.common import (
     check_choice,
     discrete_timesteps,
     dynamic_threshold,
+    index_for_timestep,
     make_betas,
     randn_like_output,
 )
@@ -76,7 +77,7 @@ class DDPMScheduler(SchedulerMixin):
 
     def previous_timestep(self, timestep) -> torch.Tensor:
         """The inference step after `timestep`, or -1 after the last one."""
-        index = (self.timesteps == timestep).nonzero(as_tuple=True)[0][0]
+        index = index_for_timestep(self.timesteps, timestep)
         if index == len(self.timesteps) - 1:
             return torch.tensor(-1)
         return self.timesteps[index + 1]

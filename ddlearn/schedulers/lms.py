@@ -21,7 +21,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from numpy.polynomial import Polynomial
 
 from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
@@ -75,7 +74,7 @@ class LMSDiscreteScheduler(SchedulerMixin):
         c, n = self.config, num_inference_steps
         check_num_inference_steps(n, c.num_train_timesteps)
         timesteps = sigma_timesteps(n, c.num_train_timesteps, c.timestep_spacing, c.steps_offset)
-        train_sigmas = np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         if c.use_karras_sigmas:  # EDM eq. (5), then the timesteps matching those σ
             sigmas = karras_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
@@ -94,19 +93,19 @@ class LMSDiscreteScheduler(SchedulerMixin):
     def lms_coefficients(self, order: int) -> list:
         """∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ, ℓ_j the Lagrange basis through σ_i, σ_{i-1}, ..., j < order.
 
-        Exact polynomial integrals (diffusers approximates the same integrals with scipy's quad).
+        Gauss-Legendre quadrature with `order` points is exact for these degree order-1
+        polynomials (diffusers approximates the same integrals with scipy's adaptive quad).
         """
         i = self.step_index
-        nodes = [self.sigmas[i - k].item() for k in range(order)]  # σ_i, σ_{i-1}, ...
+        nodes = np.array([self.sigmas[i - k].item() for k in range(order)])  # σ_i, σ_{i-1}, ...
         lo, hi = self.sigmas[i].item(), self.sigmas[i + 1].item()
+        x, w = np.polynomial.legendre.leggauss(order)  # quadrature on [-1, 1]
+        tau = (hi - lo) / 2 * x + (hi + lo) / 2  # ... mapped onto [σ_i, σ_{i+1}]
         coefficients = []
         for j in range(order):
-            basis = Polynomial([1.0])  # ℓ_j(σ) = Π_{k≠j} (σ - σ_{i-k}) / (σ_{i-j} - σ_{i-k})
-            for k in range(order):
-                if k != j:
-                    basis = basis * Polynomial([-nodes[k], 1.0]) / (nodes[j] - nodes[k])
-            antiderivative = basis.integ()
-            coefficients.append(float(antiderivative(hi) - antiderivative(lo)))
+            others = np.delete(nodes, j)  # ℓ_j(τ) = Π_{k≠j} (τ - σ_{i-k}) / (σ_{i-j} - σ_{i-k})
+            basis = np.prod((tau[:, None] - others) / (nodes[j] - others), axis=1)
+            coefficients.append(float((hi - lo) / 2 * np.sum(w * basis)))
         return coefficients
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, order: int = 4,
