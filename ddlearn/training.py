@@ -16,6 +16,7 @@ takes its slice.
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -95,7 +96,7 @@ def batch_indices(num_items, batch_size, step, seed) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 def train(model, loss_fn, dataset, *, num_steps, batch_size=32, lr=1e-3, weight_decay=0.0,
           ema_decay=None, output_dir=None, save_every=None, seed=0, max_grad_norm=1.0,
-          warmup_steps=0, accelerator=None, progress=True):
+          warmup_steps=0, accelerator=None, progress=True, max_seconds=None):
     """Minimise `loss_fn(model, batch, generator)` over batches of `dataset` (indexable, or a
     tensor).
 
@@ -114,6 +115,7 @@ def train(model, loss_fn, dataset, *, num_steps, batch_size=32, lr=1e-3, weight_
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
 
     model.train()
+    start = time.monotonic()
     bar = tqdm(range(state["step"], num_steps), initial=state["step"], total=num_steps,
                disable=not progress or rank != 0)
     for step in bar:
@@ -132,10 +134,14 @@ def train(model, loss_fn, dataset, *, num_steps, batch_size=32, lr=1e-3, weight_
         state["losses"].append(loss.item())
         state["step"] = step + 1
         bar.set_postfix(loss=f"{sum(state['losses'][-20:]) / len(state['losses'][-20:]):.4f}")
-        due = state["step"] == num_steps or (save_every and state["step"] % save_every == 0)
+        out_of_time = max_seconds is not None and time.monotonic() - start > max_seconds
+        due = state["step"] == num_steps or out_of_time or \
+            (save_every and state["step"] % save_every == 0)
         if output_dir is not None and rank == 0 and due:
             unwrapped = accelerator.unwrap_model(model) if accelerator else model
             save_checkpoint(output_dir, unwrapped, optimizer, schedule, ema, state)
+        if out_of_time:
+            break
     return {"losses": state["losses"], "model": model, "ema": ema}
 
 
