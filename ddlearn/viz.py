@@ -1,0 +1,105 @@
+"""Pictures for the chapters: image grids, noise schedules, loss curves, trajectories, sliders.
+
+    from ddlearn.viz import make_grid, show_images, plot_schedules, plot_losses, explore
+    make_grid(pipe(batch_size=8).images)          # a list of PIL images -> one PIL grid
+    show_images(x)                                # a (B, C, H, W) tensor in [-1, 1] -> grid
+    explore(lambda t: show_images(add_noise(x, t)), range(0, 1000, 100), "t")
+
+Every interactive view has a static fallback: `explore` draws the whole strip as a picture (what a
+PDF, CI or a viewer without a kernel shows), then adds an ipywidgets slider when widgets are there.
+"""
+
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_pil_list(images) -> list:
+    """PIL list, (B, C, H, W) tensor in [-1, 1], or (B, H, W, C) array in [0, 1] -> list of PIL."""
+    if isinstance(images, Image.Image):
+        return [images]
+    if isinstance(images, (list, tuple)) and all(isinstance(im, Image.Image) for im in images):
+        return list(images)
+    if isinstance(images, torch.Tensor):
+        x = images.detach().float().cpu()
+        x = x[None] if x.ndim == 3 else x
+        x = (x.clamp(-1, 1) + 1) / 2  # [-1, 1] -> [0, 1]
+        images = x.permute(0, 2, 3, 1).numpy()  # (B, C, H, W) -> (B, H, W, C)
+    array = np.asarray(images)
+    array = array[None] if array.ndim == 3 else array
+    if array.dtype != np.uint8:
+        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    return [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im) for im in array]
+
+
+def make_grid(images, nrow: int = None, size: int = None, padding: int = 2) -> Image.Image:
+    """Images side by side, `nrow` per row (default: a near-square grid), each resized to `size`."""
+    images = to_pil_list(images)
+    nrow = nrow or math.ceil(math.sqrt(len(images)))
+    w, h = (size, size) if size else images[0].size
+    rows = math.ceil(len(images) / nrow)
+    grid = Image.new("RGB", (nrow * w + (nrow + 1) * padding, rows * h + (rows + 1) * padding),
+                     "white")
+    for i, im in enumerate(images):
+        x, y = padding + (i % nrow) * (w + padding), padding + (i // nrow) * (h + padding)
+        grid.paste(im.convert("RGB").resize((w, h), Image.NEAREST), (x, y))
+    return grid
+
+
+def show_images(x, nrow: int = None, size: int = None) -> Image.Image:
+    """The seeds' helper: a batch of images in [-1, 1] -> one PIL grid."""
+    return make_grid(x, nrow=nrow, size=size)
+
+
+def upscale(image: Image.Image, factor: int = 4) -> Image.Image:
+    """Tiny images are easier to see big (nearest neighbour keeps the pixels honest)."""
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+
+
+def plot_schedules(schedulers: dict, ax=None):
+    """√ᾱ_t (signal) and √(1-ᾱ_t) (noise) against t for {name: scheduler}."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.subplots(figsize=(7, 3.5))[1]
+    for name, scheduler in schedulers.items():
+        abar = scheduler.alphas_cumprod
+        line, = ax.plot(abar.sqrt(), label=f"{name}: √ᾱ_t (signal)")
+        ax.plot((1 - abar).sqrt(), "--", color=line.get_color(), label=f"{name}: √(1-ᾱ_t) (noise)")
+    ax.set(xlabel="timestep t", ylabel="coefficient", title="How much signal and noise x_t holds")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_losses(losses, smooth: int = 50):
+    """The loss curve on linear and log scales, raw and smoothed (moving average)."""
+    import matplotlib.pyplot as plt
+
+    losses = np.asarray(losses, dtype=float)
+    k = max(1, min(smooth, len(losses) // 5 or 1))
+    smoothed = np.convolve(losses, np.ones(k) / k, mode="valid")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, scale in zip(axes, ("linear", "log"), strict=True):
+        ax.plot(losses, alpha=0.3, label="loss")
+        ax.plot(np.arange(k - 1, len(losses)), smoothed, label=f"moving average ({k})")
+        ax.set(yscale=scale, xlabel="step", title=f"training loss ({scale} scale)")
+        ax.legend()
+    return fig
+
+
+def explore(fn, values, name: str = "value", size: int = None):
+    """Show fn(v) for every v as one static strip, then (if ipywidgets is there) a slider over v.
+
+    `fn` returns a PIL image. The strip is what CI and static viewers see."""
+    from IPython.display import display
+
+    values = list(values)
+    display(make_grid([fn(v) for v in values], nrow=len(values), size=size))
+    print(f"left to right: {name} = {', '.join(str(v) for v in values)}")
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        return None
+    return widgets.interact(lambda **kw: display(fn(kw[name])),
+                            **{name: widgets.SelectionSlider(options=values, value=values[0])})
