@@ -17,9 +17,9 @@ Notation (Lu et al. 2022; x_t = α_t x_0 + σ_t ε with α_t² + σ_t² = 1):
 | `model_outputs`      | x̂_θ or ε̂_θ   | converted predictions, oldest first; D0 = the last     |
 | `D1`, `D2`           | D_i          | 1st and 2nd divided differences of those in λ          |
 
-References: Lu et al. 2022a, "DPM-Solver" (arXiv 2206.00927), eq. (3.4) (exact solution in λ),
-§3.2 (Taylor terms; DPM-Solver-1 eq. (3.7)); Lu et al. 2022b, "DPM-Solver++" (arXiv 2211.01095),
-§4 (data prediction x̂_θ), Alg. 2 (DPM-Solver++(2M) = solver_type "midpoint"), App. B (order 3);
+References: Lu et al. 2022a, "DPM-Solver" (arXiv 2206.00927), eq. (3.4) (exact solution in λ)
+and §3.2 (Taylor terms in λ, DPM-Solver-1); Lu et al. 2022b, "DPM-Solver++" (arXiv 2211.01095),
+§4 (the same in data prediction x̂_θ) and Alg. 2 (DPM-Solver++(2M) = solver_type "midpoint");
 "sde-dpmsolver++" as k-diffusion's `sample_dpmpp_2m_sde`.
 """
 

@@ -6,18 +6,19 @@ x_{i+1} from the history, like DPM-Solver++ (see `dpm_solver.py` for the λ-time
 
 Notation (Zhao et al. 2023; x_t = α_t x_0 + σ_t ε, λ = log(α/σ)):
 
-| code             | paper        | meaning                                                     |
-|------------------|--------------|-------------------------------------------------------------|
-| `h`, `hh`        | h, ±h        | λ_t - λ_s0; hh = -h for data prediction (predict_x0)       |
-| `rks`            | r_k          | (λ_{s_k} - λ_s0) / h for the earlier steps, and r_p = 1     |
-| `D1s`            | D_k / r_k    | (m_{s_k} - m_0) / r_k: divided differences of predictions   |
-| `B_h`            | B(h)         | bh1: B(h) = h; bh2: B(h) = e^h - 1                          |
-| `R`, `b`         | R_p, g_p/B   | R[i, k] = r_k^i and b_i = i! h φ_{i+1}(h) / B(h), i = 0..p-1 |
+| code               | paper      | meaning                                                     |
+|--------------------|------------|-------------------------------------------------------------|
+| `h`, `hh`          | h, ±h      | λ_t - λ_s0; hh = -h for data prediction (predict_x0)        |
+| `rks`              | r_k        | (λ_{s_k} - λ_s0) / h for the earlier steps, and r_p = 1     |
+| `D1s`              | D_k / r_k  | (m_{s_k} - m_0) / r_k: divided differences of predictions   |
+| `B_h`              | B(h)       | bh1: B(h) = h; bh2: B(h) = e^h - 1                          |
+| `R`, `b`           | R_p, g_p/B | rows r_k^(i-1) and b_i = i! h φ_{i+1}(h) / B(h), i = 1..p   |
 | `rhos_p`, `rhos_c` | a_k        | weights solving R a = b (predictor / corrector)             |
 
 References: Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast Sampling of
-Diffusion Models" (arXiv 2302.04867), Alg. 1 (UniC), Alg. 2 (UniP), §3.1 eq. (5)-(7) and the
-B(h) choices of §3.3 / App. C; Lu et al. 2022b "DPM-Solver++" for the data-prediction form.
+Diffusion Models" (arXiv 2302.04867), §3 and Alg. 1-2 (UniC corrector, UniP predictor; order p,
+R_p a = g_p / B(h)), with B(h) = h ("bh1") or e^h - 1 ("bh2"); Lu et al. 2022b, "DPM-Solver++",
+for the data-prediction (predict_x0) form.
 """
 
 from typing import Optional, Union
@@ -135,11 +136,11 @@ class UniPCMultistepScheduler(SchedulerMixin):
             self.step_index = index_for_timestep(self.timesteps, timestep)
         i, N, c = self.step_index, len(self.timesteps), self.config
 
-        # 1. UniC (Alg. 1): refine x_i using m_i, free since the network was just called at x_i
+        # 1. UniC (Alg. 1): redo x_{i-1} -> x_i with m_i too (free: the network just saw x_i);
+        #    it uses the history before m_i joins it, and the previous step's order
         m = self.convert_model_output(model_output, sample)
         if i > 0 and (i - 1) not in c.disable_corrector and self.last_sample is not None:
             sample = self._corrector(m, self.last_sample, self.this_order)
-            # (the corrector uses the history before m joins it)
 
         # 2. history, and the order: warm up, and lower it for the last steps
         self.model_outputs = self.model_outputs[1:] + [m]
@@ -175,7 +176,7 @@ class UniPCMultistepScheduler(SchedulerMixin):
             R.append(torch.pow(rks, i - 1))
             b.append(h_phi_k * factorial / B_h)
             factorial *= i + 1
-            h_phi_k = h_phi_k / hh - 1 / factorial  # h φ_{k+1}(h) = h φ_k(h) / h - 1/k!
+            h_phi_k = h_phi_k / hh - 1 / factorial  # h φ_{i+2} = h φ_{i+1} / h - 1/(i+1)!
         D1s = torch.stack(D1s, dim=1) if D1s else None  # K x (B, C, H, W) -> (B, K, C, H, W)
         return h_phi_1, B_h, torch.stack(R), torch.stack(b), D1s
 
@@ -192,8 +193,8 @@ class UniPCMultistepScheduler(SchedulerMixin):
         t = self.step_index + 1
         h_phi_1, B_h, R, b, D1s = self._terms(t, order)
         x_t, c_m = self._base(t, x, h_phi_1)
-        if D1s is None:
-            return (x_t - c_m * B_h * 0).to(x.dtype)
+        if D1s is None:  # order 1: the DDIM-like step alone
+            return x_t.to(x.dtype)
         rhos_p = (torch.ones(1, dtype=x.dtype) * 0.5 if order == 2
                   else torch.linalg.solve(R[:-1, :-1], b[:-1]).to(x.dtype)).to(x.device)
         return (x_t - c_m * B_h * torch.einsum("k,bk...->b...", rhos_p, D1s)).to(x.dtype)
