@@ -81,7 +81,7 @@ class HeunDiscreteScheduler(SchedulerMixin):
         c, n = self.config, num_inference_steps
         check_num_inference_steps(n, c.num_train_timesteps)
         timesteps = sigma_timesteps(n, c.num_train_timesteps, c.timestep_spacing, c.steps_offset)
-        train_sigmas = np.array(((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5)
+        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         if c.use_karras_sigmas:  # EDM eq. (5), then the timesteps matching those σ
             sigmas = karras_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
