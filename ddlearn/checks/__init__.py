@@ -1,0 +1,45 @@
+"""Exercise checkers: compare a learner's function with the reference and say what is off.
+
+Each chapter has a module (`ddlearn.checks.ch03`, ...) whose `check_*` functions call `compare`:
+
+    from ddlearn.checks import ch03
+    ch03.check_add_noise(my_add_noise)   # prints "✅ ..." or raises ExerciseError with a hint
+"""
+
+import torch
+
+
+class ExerciseError(AssertionError):
+    """A learner's answer is not right yet; the message says how and hints at why."""
+
+
+def compare(name: str, yours, expected, hint: str = "", rtol: float = 1e-4, atol: float = 1e-5):
+    """Raise ExerciseError unless `yours` matches `expected` (tensors, numbers or tuples)."""
+    if yours is None:
+        raise ExerciseError(f"{name}: your function returned None — did you forget `return`?")
+    if isinstance(expected, (tuple, list)):
+        if not isinstance(yours, (tuple, list)) or len(yours) != len(expected):
+            raise ExerciseError(f"{name}: expected {len(expected)} values, got {yours!r:.80}")
+        for i, (a, b) in enumerate(zip(yours, expected, strict=True)):
+            compare(f"{name}[{i}]", a, b, hint, rtol, atol)
+        return
+    yours_t, expected_t = torch.as_tensor(yours), torch.as_tensor(expected)
+    if yours_t.shape != expected_t.shape:
+        raise ExerciseError(f"{name}: shape {tuple(yours_t.shape)}, expected "
+                            f"{tuple(expected_t.shape)}. {hint}")
+    if not torch.allclose(yours_t.double(), expected_t.double(), rtol=rtol, atol=atol):
+        error = (yours_t.double() - expected_t.double()).abs().max().item()
+        raise ExerciseError(f"{name}: values differ from the reference (max error {error:.3g}). "
+                            f"{hint}")
+
+
+def run_check(name: str, fn, *cases):
+    """Call each case (a zero-argument function doing `compare`s) and report one friendly line."""
+    try:
+        for case in cases:
+            case()
+    except NotImplementedError:
+        raise ExerciseError(f"{name}: not implemented yet — replace the `raise "
+                            f"NotImplementedError` with your code") from None
+    print(f"✅ {name}: matches the reference on {len(cases)} test case(s)")
+    return True
