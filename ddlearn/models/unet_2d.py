@@ -54,6 +54,9 @@ def check_choice(name: str, value, allowed: tuple):
 
 
 class UNet2DModel(ModelMixin):
+    """x_t -> conv_in -> down blocks (keeping skips) -> mid block -> up blocks (concatenating the
+    skips, last first) -> GroupNorm, SiLU, conv_out -> ε. The time embedding enters every ResNet."""
+
     ignore_for_config = (*FIXED_KEYS, "num_train_timesteps")  # (the last: only for "learned")
 
     @register_to_config
@@ -168,6 +171,7 @@ class UNet2DModel(ModelMixin):
     def _timesteps(self, timestep, x: torch.Tensor) -> torch.Tensor:
         """A number, a 0-d, (1,) or (B,) tensor -> a (B,) tensor on x's device."""
         B = x.shape[0]
+        # (a Python float stays a float; diffusers would truncate 17.5 to 17)
         t = torch.as_tensor(timestep, device=x.device)
         if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, B)):
             raise ValueError(f"timestep should be a number or a tensor of shape () or ({B},) "
