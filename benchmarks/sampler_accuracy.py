@@ -129,7 +129,8 @@ def markdown_table(results, floors, evals):
                  else f"{done[e][1]:.4f} ({done[e][0]})" for e in evals]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     mean = sum(floors) / len(floors)
-    lines.append("(n): the scheduler made n < asked model calls (Heun, PNDM step granularity)")
+    lines.append("(n): the scheduler made n < asked model calls (Heun, PNDM step granularity); "
+                 "–: the scheduler failed at that size")
     lines.append(f"floor (independent true sets): mean {mean:.4f}, "
                  f"range {min(floors):.4f}–{max(floors):.4f} over {len(floors)} sets")
     return "\n".join(lines)
@@ -140,10 +141,11 @@ def plot(results, floors, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=90)
-    for label, rows in results.items():
+    colours = plt.cm.tab20(range(len(results)))
+    for colour, (label, rows) in zip(colours, results.items(), strict=True):
         if rows:
             ax.loglog([c for _, c, _ in rows], [d for _, _, d in rows], marker="o", ms=3,
-                      label=label)
+                      color=colour, ls="--" if "clip" in label else "-", label=label)
     ax.axhspan(min(floors), max(floors), color="grey", alpha=0.3, label="floor (true vs true)")
     ax.set(xlabel="model evaluations", ylabel="sliced Wasserstein-1 to true samples", title=title)
     ax.legend(fontsize=7, ncol=2)
