@@ -45,6 +45,8 @@ def main(argv=None):
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--save-every", type=int, default=1000)
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--init-from", default=None,
+                        help="start from an exported pipeline's UNet (a second training round)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=8)
@@ -56,7 +58,11 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     images, _ = render_butterflies(args.n_images, 32, args.seed, args.workers)
     images = images.to(device)
-    unet = build_unet().to(device)
+    unet = build_unet()
+    if args.init_from:
+        first_round = UNet2DModel.from_pretrained(args.init_from, subfolder="unet")
+        unet.load_state_dict(first_round.state_dict())
+    unet = unet.to(device)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
     print(f"UNet2DModel: {unet.num_parameters() / 1e6:.2f} M parameters on {device}")
 

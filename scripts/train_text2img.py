@@ -14,6 +14,7 @@ scheduler/, model_index.json) and loads in diffusers' StableDiffusionPipeline to
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -68,38 +69,10 @@ def vae_loss(vae, images, generator, kl_weight=1e-6):
             + kl_weight * posterior.kl().mean())
 
 
-class TextToImage(torch.nn.Module):
-    """The two trained parts in one module, so one optimizer and one EMA cover both."""
-
-    def __init__(self, text_encoder, unet):
-        super().__init__()
-        self.text_encoder, self.unet = text_encoder, unet
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output", default="runs/tiny-sd-butterflies")
-    parser.add_argument("--export", default="data/models/tiny-sd-butterflies")
-    parser.add_argument("--n-images", type=int, default=20_000)
-    parser.add_argument("--vae-steps", type=int, default=4_000)
-    parser.add_argument("--unet-steps", type=int, default=20_000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--vae-max-minutes", type=float, default=None)
-    parser.add_argument("--unet-max-minutes", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--accelerate", action="store_true")
-    args = parser.parse_args(argv)
-    accelerator = make_accelerator(args.accelerate)
-    device = accelerator.device if accelerator else pick_device(args.device)
+def train_vae(images, args, accelerator, device):
+    """Stage 1 -> (EMA VAE with its scaling_factor set, posterior means, scaling_factor, log)."""
     seconds = lambda minutes: minutes * 60 if minutes else None
     out = Path(args.output)
-    torch.manual_seed(args.seed)
-    images, captions = render_butterflies(args.n_images, 32, args.seed, args.workers)
-    images = images.to(device)
-
-    # ---- stage 1: the VAE ------------------------------------------------------------------------
     vae = build_vae().to(device)
     start = time.perf_counter()
     result = train(vae, vae_loss, images, num_steps=args.vae_steps, batch_size=args.batch_size,
@@ -121,6 +94,53 @@ def main(argv=None):
     vae.load_state_dict(result["ema"].model.state_dict())
     print(f"VAE: reconstruction MSE {log['vae_reconstruction_mse']:.5f} (images in [-1, 1]), "
           f"scaling_factor {scaling_factor:.4f}")
+    return vae, latents, scaling_factor, log
+
+
+class TextToImage(torch.nn.Module):
+    """The two trained parts in one module, so one optimizer and one EMA cover both."""
+
+    def __init__(self, text_encoder, unet):
+        super().__init__()
+        self.text_encoder, self.unet = text_encoder, unet
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--output", default="runs/tiny-sd-butterflies")
+    parser.add_argument("--export", default="data/models/tiny-sd-butterflies")
+    parser.add_argument("--n-images", type=int, default=20_000)
+    parser.add_argument("--vae-steps", type=int, default=4_000)
+    parser.add_argument("--unet-steps", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--vae-max-minutes", type=float, default=None)
+    parser.add_argument("--unet-max-minutes", type=float, default=None)
+    parser.add_argument("--init-from", default=None,
+                        help="reuse an exported pipeline's VAE and start its UNet + text encoder "
+                             "from there (a second training round; the VAE stage is skipped)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--accelerate", action="store_true")
+    args = parser.parse_args(argv)
+    accelerator = make_accelerator(args.accelerate)
+    device = accelerator.device if accelerator else pick_device(args.device)
+    seconds = lambda minutes: minutes * 60 if minutes else None
+    out = Path(args.output)
+    torch.manual_seed(args.seed)
+    images, captions = render_butterflies(args.n_images, 32, args.seed, args.workers)
+    images = images.to(device)
+
+    # ---- stage 1: the VAE ------------------------------------------------------------------------
+    log = {}
+    if args.init_from:
+        vae = AutoencoderKL.from_pretrained(args.init_from, subfolder="vae").to(device)
+        scaling_factor = vae.config.scaling_factor
+        with torch.no_grad():
+            latents = torch.cat([vae.encode(images[i:i + 512]).latent_dist.mode()
+                                 for i in range(0, len(images), 512)])
+    else:
+        vae, latents, scaling_factor, log = train_vae(images, args, accelerator, device)
 
     # ---- stage 2: text encoder + UNet on the latents ------------------------------------------
     tokenizer = build_clip_tokenizer(caption_vocabulary(), out / "tokenizer", MAX_TOKENS)
@@ -132,7 +152,13 @@ def main(argv=None):
     dataset = [{"latents": data["latents"][i], "ids": data["ids"][i]} for i in range(len(ids))]
     scheduler = PNDMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
-    model = TextToImage(build_text_encoder(len(tokenizer)), build_unet()).to(device)
+    model = TextToImage(build_text_encoder(len(tokenizer)), build_unet())
+    if args.init_from:
+        model.text_encoder.load_state_dict(
+            CLIPTextModel.from_pretrained(args.init_from, subfolder="text_encoder").state_dict())
+        model.unet.load_state_dict(
+            UNet2DConditionModel.from_pretrained(args.init_from, subfolder="unet").state_dict())
+    model = model.to(device)
     print(f"text encoder {model.text_encoder.num_parameters() / 1e6:.2f} M, "
           f"UNet {model.unet.num_parameters() / 1e6:.2f} M parameters")
 
@@ -159,6 +185,8 @@ def main(argv=None):
         pipe = StableDiffusionPipeline(vae=vae.cpu(), text_encoder=trained.text_encoder,
                                        tokenizer=tokenizer, unet=trained.unet, scheduler=scheduler)
         pipe.save_pretrained(args.export)
+        for name in ("vocab.json", "merges.txt"):  # newer transformers save only tokenizer.json
+            shutil.copy(out / "tokenizer" / name, Path(args.export) / "tokenizer" / name)
         print(f"exported the pipeline to {args.export}")
 
 
