@@ -137,7 +137,8 @@ SD_CALL = dict(prompt=["a blue butterfly with orange spots", "a red moth"],
 
 @pytest.mark.parametrize("scheduler_name", ["DDIMScheduler", "EulerDiscreteScheduler",
                                             "DPMSolverMultistepScheduler",
-                                            "EulerAncestralDiscreteScheduler", "PNDMScheduler"])
+                                            "EulerAncestralDiscreteScheduler", "PNDMScheduler",
+                                            "UniPCMultistepScheduler"])
 def test_stable_diffusion_matches_diffusers(sd_folder, scheduler_name):
     ours, theirs = sd_pair(sd_folder, scheduler_name)
     assert isinstance(ours.text_encoder, ddlearn.CLIPTextModel)

@@ -9,7 +9,8 @@ from ddlearn.schedulers.euler_ancestral import EulerAncestralDiscreteScheduler
 from ddlearn.schedulers.heun import HeunDiscreteScheduler
 from ddlearn.schedulers.lms import LMSDiscreteScheduler
 from ddlearn.schedulers.pndm import PNDMScheduler
+from ddlearn.schedulers.unipc import UniPCMultistepScheduler
 
 __all__ = ["SchedulerOutput", "DDPMScheduler", "DDIMScheduler", "PNDMScheduler",
            "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
-           "LMSDiscreteScheduler", "DPMSolverMultistepScheduler"]
+           "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"]
