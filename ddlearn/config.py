@@ -57,13 +57,18 @@ def register_to_config(init):
     @functools.wraps(init)
     def wrapper(self, *args, **kwargs):
         bound = signature.bind(self, *args, **kwargs)
+        given = set(bound.arguments)
         bound.apply_defaults()
         values = {k: v for k, v in bound.arguments.items() if k != "self"}
         _check_types(type(self), values)
         # JSON has no tuples: store lists so a saved-then-loaded config compares equal
         values = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
         # `_class_name` travels with the config, so `Other.from_config(config)` knows its source
-        values = {"_class_name": type(self).__name__, **values}
+        # and so does the list of keys left at their defaults: another class keeps its own defaults
+        # for those (diffusers' `_use_default_values`: Heun built from DDPM's config keeps Heun's
+        # beta_start unless DDPM's was set explicitly)
+        defaulted = sorted(k for k in values if k not in given)
+        values = {"_class_name": type(self).__name__, **values, "_use_default_values": defaulted}
         object.__setattr__(self, "_config", FrozenConfig(values))
         init(self, *args, **kwargs)
 
@@ -108,6 +113,9 @@ class ConfigMixin:
             warnings.warn(f"{cls.__name__}: ignoring config keys it does not implement: "
                           f"{', '.join(unknown)}", stacklevel=3)
         # (a config of another class, e.g. DDPM's when swapping schedulers, is expected to differ)
+        if source != cls.__name__:
+            defaulted = set(config.get("_use_default_values", ())) - set(overrides)
+            config = {k: v for k, v in config.items() if k not in defaulted}
         kwargs = {k: v for k, v in config.items() if k in params}
         required = [k for k, p in params.items() if p.default is inspect.Parameter.empty]
         missing = [k for k in required if k not in kwargs]
@@ -119,7 +127,8 @@ class ConfigMixin:
     def save_config(self, save_directory) -> Path:
         """Write `<save_directory>/<config_name>` atomically; returns its path."""
         path = Path(save_directory) / self.config_name
-        data = {**self.config, "_class_name": type(self).__name__}
+        data = {k: v for k, v in self.config.items() if k != "_use_default_values"}
+        data["_class_name"] = type(self).__name__
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
 

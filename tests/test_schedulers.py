@@ -188,8 +188,6 @@ def test_swap_from_ddpm_config_matches_diffusers(target):
     compare_built(ours, theirs, stochastic=target in STOCHASTIC)
 
 
-@pytest.mark.xfail(strict=True, reason="ddlearn.config does not track which keys were defaulted "
-                   "(diffusers' _use_default_values), so a swap carries DDPM's defaults along")
 def test_swap_keeps_target_defaults_for_keys_never_set():
     ours = HeunDiscreteScheduler.from_config(DDPMScheduler(beta_schedule="scaled_linear").config)
     theirs = diffusers.HeunDiscreteScheduler.from_config(
