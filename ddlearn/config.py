@@ -44,6 +44,12 @@ class FrozenConfig(dict):
         raise TypeError("config is frozen; build a new object with "
                         "`Cls.from_config(config, key=value)`")
 
+    def __eq__(self, other):  # bookkeeping (which keys were defaulted) is not part of the value
+        strip = lambda c: {k: v for k, v in dict(c).items() if k != "_use_default_values"}
+        return isinstance(other, dict) and strip(self) == strip(other)
+
+    __hash__ = None
+
     def __reduce_ex__(self, protocol):  # copy.deepcopy and pickle rebuild it from a plain dict
         return (FrozenConfig, (dict(self),))
 
