@@ -149,3 +149,26 @@ def test_quick_flag_parsing():
 
     assert [_is_truthy(v) for v in ["1", "true", "yes", "0", "", "false", None]] == \
         [True, True, True, False, False, False, False]
+
+
+def test_pre_0_14_attention_names_load(tmp_path):
+    """google/ddpm-cat-256 and other early checkpoints call the projections query/key/value."""
+    from diffusers import UNet2DModel as DiffusersUNet
+    from safetensors.torch import save_file
+
+    from ddlearn import UNet2DModel
+
+    torch.manual_seed(0)
+    reference = DiffusersUNet(sample_size=8, block_out_channels=(16, 32), norm_num_groups=8,
+                              layers_per_block=1,
+                              down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                              up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+    reference.save_pretrained(tmp_path)
+    legacy = {k.replace(".to_q.", ".query.").replace(".to_k.", ".key.").replace(".to_v.", ".value.")
+              .replace(".to_out.0.", ".proj_attn."): v.contiguous()
+              for k, v in reference.state_dict().items()}
+    assert any(".query." in k for k in legacy)
+    save_file(legacy, tmp_path / "diffusion_pytorch_model.safetensors")
+    ours = UNet2DModel.from_pretrained(tmp_path)
+    x = torch.randn(1, 3, 8, 8)
+    torch.testing.assert_close(ours(x, 5).sample, reference(x, 5).sample, rtol=1e-4, atol=1e-5)

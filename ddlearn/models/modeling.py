@@ -11,6 +11,7 @@ Weights load from safetensors only (a pickle can run code when unpickled). A leg
 with `torch.load(weights_only=True)`, which refuses anything but tensors. Saves are atomic.
 """
 
+import re
 from pathlib import Path
 
 import torch
@@ -51,7 +52,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
     def from_pretrained(cls, path_or_repo_id, subfolder=None, torch_dtype=None):
         folder = resolve_folder(path_or_repo_id, subfolder)
         model = cls.from_config(cls.load_config(folder))
-        state = load_weights(folder, cls.weights_name)
+        state = convert_legacy_attention_keys(load_weights(folder, cls.weights_name))
         check_state_dict(model, state, source=folder)
         model.load_state_dict(state, strict=True)
         if torch_dtype is not None:
@@ -79,6 +80,17 @@ def load_weights(folder: Path, weights_name: str) -> dict:
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} is truncated or corrupt ({str(e).splitlines()[0]}); "
                          f"delete it and save or download the checkpoint again") from None
+
+
+LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def convert_legacy_attention_keys(state: dict) -> dict:
+    """Checkpoints saved before diffusers 0.14 (google/ddpm-cat-256, ...) name the attention
+    projections query/key/value/proj_attn; today's names are to_q/to_k/to_v/to_out.0."""
+    pattern = re.compile(r"(attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
+    rename = lambda k: pattern.sub(lambda m: f"{m[1]}.{LEGACY_ATTENTION[m[2]]}.{m[3]}", k)
+    return {rename(k): v for k, v in state.items()}
 
 
 def check_state_dict(model: torch.nn.Module, state: dict, source="checkpoint"):
