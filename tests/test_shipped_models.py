@@ -1,0 +1,45 @@
+"""The shipped checkpoints load offline, generate, stay small, and load in diffusers too."""
+
+import numpy as np
+import pytest
+import torch
+
+import ddlearn
+from ddlearn.data import shipped_model
+
+
+def folder_megabytes(folder) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def generate(pipe, **kwargs):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(generator=torch.Generator().manual_seed(0), output_type="np", **kwargs).images
+
+
+def test_ddpm_butterflies_loads_offline_and_generates():
+    folder = shipped_model("ddpm-butterflies-32")
+    assert folder_megabytes(folder) <= 20
+    pipe = ddlearn.DDIMPipeline.from_pretrained(folder)
+    images = generate(pipe, batch_size=2, num_inference_steps=4)
+    assert images.shape == (2, 32, 32, 3) and np.isfinite(images).all()
+    assert images.std() > 0.05  # not a blank image
+
+
+def test_tiny_sd_loads_offline_and_generates_the_same_images_in_diffusers():
+    import diffusers
+
+    folder = shipped_model("tiny-sd-butterflies")
+    assert folder_megabytes(folder) <= 40
+    ours = ddlearn.StableDiffusionPipeline.from_pretrained(folder)
+    theirs = diffusers.StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    call = dict(prompt=["a red butterfly", "a blue butterfly with yellow spots"],
+                num_inference_steps=5, guidance_scale=2.0)
+    a, b = generate(ours, **call), generate(theirs, **call)
+    assert a.shape == (2, 32, 32, 3)
+    assert np.abs(a - b).max() <= 2e-3
+
+
+def test_shipped_model_names_a_missing_one():
+    with pytest.raises(FileNotFoundError, match="no shipped model 'nope'.*ddpm-butterflies-32"):
+        shipped_model("nope")
