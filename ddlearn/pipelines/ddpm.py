@@ -26,18 +26,19 @@ class DDPMPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, batch_size: int = 1, generator=None, num_inference_steps: int = 1000,
                  output_type: str = "pil", **step_kwargs) -> ImagePipelineOutput:
-        # 1. start from pure noise x_T, scaled as the scheduler expects (σ_max for σ-space samplers)
+        # 1. choose the timesteps first: σ-space samplers set init_noise_sigma from them
+        self.scheduler.set_timesteps(num_inference_steps)
+        # 2. start from pure noise x_T, scaled as the scheduler expects (σ_max for σ-space samplers)
         shape = self.image_shape(batch_size)
         image = randn_tensor(shape, generator, device=self.device, dtype=self.unet.dtype)
         image = image * self.scheduler.init_noise_sigma
-        # 2. walk the timesteps: predict the noise, let the scheduler take one step
-        self.scheduler.set_timesteps(num_inference_steps)
+        # 3. walk the timesteps: predict the noise, let the scheduler take one step
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = self.scheduler.scale_model_input(image, t)
             noise_pred = self.unet(model_input, t).sample
             image = self.scheduler.step(noise_pred, t, image, generator=generator,
                                         **step_kwargs).prev_sample
-        # 3. [-1, 1] -> images
+        # 4. [-1, 1] -> images
         return ImagePipelineOutput(self.postprocess(image, output_type))
 
 
