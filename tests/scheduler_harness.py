@@ -8,6 +8,9 @@ Both schedulers get the same config, the same initial noise (from a seed) and th
 
 `step_seed` seeds a `torch.Generator` passed to `step(..., generator=)` of both schedulers
 (stochastic samplers: DDPM, DDIM with eta > 0, Euler ancestral, ...).
+
+Every compared tensor must be finite on both sides: a NaN in both libraries is a shared bug, not
+an agreement (`assert_scaled_close(..., allow_nonfinite=True)` where a test expects one).
 """
 
 from typing import Optional
@@ -24,15 +27,26 @@ def fake_model(sample: torch.Tensor, t) -> torch.Tensor:
     return 0.1 * sample * c + 0.05 * torch.sin(sample)
 
 
-def assert_scaled_close(actual, expected, rtol: float = 1e-5, what: str = ""):
-    """allclose with rtol and an atol relative to the tensor's scale (rtol * max |expected|)."""
+def assert_scaled_close(actual, expected, rtol: float = 1e-5, what: str = "",
+                        allow_nonfinite: bool = False):
+    """allclose with rtol and an atol relative to the tensor's scale (rtol * max |expected|).
+
+    A NaN or inf on either side fails (an inf would make the tolerance infinite, a NaN would make
+    it NaN); a test that expects them passes `allow_nonfinite=True`, and then they must sit at the
+    same places on both sides.
+    """
     actual = torch.as_tensor(actual).detach().cpu().to(torch.float64)
     expected = torch.as_tensor(expected).detach().cpu().to(torch.float64)
     assert actual.shape == expected.shape, \
         f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    scale = expected.abs().max().item() if expected.numel() else 0.0
+    if not allow_nonfinite:
+        for side, x in (("actual (ours)", actual), ("expected (reference)", expected)):
+            bad = (~torch.isfinite(x)).sum().item()
+            assert bad == 0, f"{what}: {side} has {bad} NaN/inf value(s) of {x.numel()}"
+    finite = expected[torch.isfinite(expected)]
+    scale = finite.abs().max().item() if finite.numel() else 0.0
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * max(scale, 1e-2),
-                               msg=lambda m: f"{what}: {m}")
+                               equal_nan=allow_nonfinite, msg=lambda m: f"{what}: {m}")
 
 
 def run_loop(scheduler, steps: int, shape, dtype=torch.float32, seed: int = 0,

@@ -88,6 +88,20 @@ AXES = [
 ]
 
 
+@pytest.mark.parametrize("skip_prk_steps", [False, True])
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
+def test_pndm_fewest_steps_match_diffusers_or_are_a_clear_error(steps, skip_prk_steps):
+    """The Runge-Kutta warm-up needs N >= 4 (N + 9 model calls); diffusers fails below that."""
+    config = {"skip_prk_steps": skip_prk_steps}
+    if skip_prk_steps or steps >= 4:
+        check("pndm", config, steps=steps)
+        return
+    with pytest.raises(ValueError, match="operands could not be broadcast"):
+        diffusers.PNDMScheduler(**config).set_timesteps(steps)
+    with pytest.raises(ValueError, match=f"num_inference_steps={steps}.*skip_prk_steps=True"):
+        PNDMScheduler(**config).set_timesteps(steps)
+
+
 def axis_id(name, config, step_kwargs):
     options = {**config, **(step_kwargs or {})}
     return "-".join([name] + [f"{k}={'list' if isinstance(v, list) else v}"
@@ -256,3 +270,25 @@ def test_scheduler_specific_bad_inputs_are_clear_errors():
     scheduler.set_timesteps(10)
     with pytest.raises(ValueError, match="not one of scheduler.timesteps"):
         scheduler.step(x, 5, x)  # a loop index, not a timestep
+
+
+# --------------------------------------------------------------------------------------------------
+# The harness itself: a NaN or inf on either side fails the comparison
+# --------------------------------------------------------------------------------------------------
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("actual, expected", [
+    ([NAN, 3.0], [NAN, 3.0]), ([NAN, 3.0], [1.0, 3.0]), ([1.0, 3.0], [NAN, 3.0]),
+    ([1.0, INF], [1.0, INF]), ([3.0, INF], [1.0, INF]), ([1.0, 3.0], [1.0, INF])])
+def test_harness_fails_on_nan_or_inf(actual, expected):
+    with pytest.raises(AssertionError, match="NaN/inf"):
+        assert_scaled_close(torch.tensor(actual), torch.tensor(expected), what="x")
+
+
+def test_harness_compares_expected_nan_and_inf_by_position():
+    same = torch.tensor([NAN, INF, 2.0])
+    assert_scaled_close(same, same.clone(), what="x", allow_nonfinite=True)
+    for other in ([NAN, INF, 3.0], [1.0, INF, 2.0], [NAN, 7.0, 2.0]):
+        with pytest.raises(AssertionError):  # an inf no longer makes the tolerance infinite
+            assert_scaled_close(torch.tensor(other), same, what="x", allow_nonfinite=True)

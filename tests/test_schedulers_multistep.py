@@ -3,8 +3,7 @@
 Same config, same initial noise, same generator seeds: each comparison runs a whole sampling loop
 in both libraries (scheduler_harness.py) and checks timesteps, sigmas, alphas_cumprod,
 init_noise_sigma, every scale_model_input output, every prev_sample and pred_original_sample to
-1e-5 relative. Every sample of ours must also be finite (a NaN in both would otherwise compare
-equal under the harness's scale-relative tolerance).
+1e-5 relative; the harness fails on a NaN or inf on either side.
 """
 
 import json
@@ -27,6 +26,7 @@ PAIRS = {
     "unipc": (UniPCMultistepScheduler, diffusers.UniPCMultistepScheduler),
 }
 SIGMA_MIN = {"final_sigmas_type": "sigma_min"}
+SIGMA_RANGE = {"sigma_min": 0.02, "sigma_max": 5.0}  # benchmarks/sampler_accuracy.md's choice
 
 
 def is_stochastic(name, config, step_kwargs=None):
@@ -43,7 +43,6 @@ def check(name, config=None, steps=10, batch=2, dtype=torch.float32, step_kwargs
         warnings.simplefilter("ignore", FutureWarning)  # diffusers deprecates "dpmsolver"
         result = assert_same_loop(ours_cls, theirs_cls, config, steps=steps, batch=batch,
                                   dtype=dtype, step_kwargs=step_kwargs, step_seed=step_seed, **kw)
-    assert all(torch.isfinite(x).all() for x in result[0]["prev_sample"]), "non-finite sample"
     return result
 
 
@@ -75,6 +74,11 @@ AXES = [
     *[(n, {"final_sigmas_type": "sigma_min"}, None) for n in ("euler", "dpm", "unipc")],
     ("unipc", {"use_karras_sigmas": True, **SIGMA_MIN}, None),
     ("euler", {"use_karras_sigmas": True, **SIGMA_MIN}, None),
+    *[(n, {"use_karras_sigmas": True, **SIGMA_RANGE}, None) for n in ("euler", "unipc")],
+    *[(n, {"use_karras_sigmas": True, "sigma_max": 5.0, "beta_schedule": "scaled_linear"}, None)
+      for n in ("euler", "unipc")],
+    ("unipc", {"use_karras_sigmas": True, "sigma_min": 0.02, **SIGMA_MIN}, None),
+    ("euler", {"sigma_min": 0.02, "sigma_max": 5.0}, None),  # without Karras σ: no effect
     ("euler", {}, {"s_churn": 1.0}),
     ("euler", {"beta_schedule": "scaled_linear"}, {"s_churn": 20.0, "s_tmin": 0.5, "s_tmax": 8.0,
                                                    "s_noise": 1.003}),
@@ -310,6 +314,61 @@ def test_nan_configs_rejected_by_unipc_do_give_nan_in_diffusers():
     for config in ({"solver_type": "bh1"}, {"predict_x0": False}):
         record = run_loop(diffusers.UniPCMultistepScheduler(**config), 10, (1, 3, 8, 8))
         assert not torch.isfinite(record["prev_sample"][-1]).all()
+
+
+@pytest.mark.parametrize("name", ["euler", "unipc"])
+@pytest.mark.parametrize("config", [{"sigma_min": 0.0}, {"sigma_max": -1.0},
+                                    {"sigma_min": 5.0, "sigma_max": 0.02}])
+def test_bad_karras_sigma_range_is_a_clear_error(name, config):
+    with pytest.raises(ValueError, match="0 < sigma_min < sigma_max"):
+        PAIRS[name][0](use_karras_sigmas=True, **config)
+
+
+# T = 100 training steps: "linspace" and "leading" round 100 inference steps onto 99 timesteps
+REPEATS = [{"num_train_timesteps": 100, "timestep_spacing": s} for s in ("linspace", "leading")]
+
+
+@pytest.mark.parametrize("config", REPEATS, ids=["linspace", "leading"])
+@pytest.mark.parametrize("name", MULTI)
+def test_repeated_timestep_is_a_clear_error(name, config):
+    scheduler = PAIRS[name][0](**config)
+    scheduler.set_timesteps(99)  # the most steps these spacings can take without repeats
+    with pytest.raises(ValueError, match="same timestep.*trailing"):
+        scheduler.set_timesteps(100)
+
+
+@pytest.mark.parametrize("config", REPEATS, ids=["linspace", "leading"])
+@pytest.mark.parametrize("name", MULTI)
+def test_repeated_timestep_breaks_diffusers(name, config):
+    """Why we refuse: diffusers' step of size h = 0 gives NaN ("linspace") or runs past the end."""
+    try:
+        record = run_loop(PAIRS[name][1](**config), 100, (1, 2, 4, 4))
+    except (IndexError, AssertionError):  # "leading": every t is 0, the loop starts at the 2nd
+        assert config["timestep_spacing"] == "leading"
+        return
+    assert not torch.isfinite(record["prev_sample"][-1]).all()
+
+
+@pytest.mark.parametrize("name", MULTI)
+@pytest.mark.parametrize("config, steps", [
+    ({"num_train_timesteps": 100, "use_karras_sigmas": True}, 100),  # repeated t, distinct σ
+    ({"num_train_timesteps": 100}, 99), ({"num_train_timesteps": 100,
+                                          "timestep_spacing": "trailing"}, 100)])
+def test_many_steps_without_a_zero_step_match_diffusers(name, config, steps):
+    check(name, config, steps=steps, batch=1, shape=(2, 4, 4))
+
+
+def test_swapping_a_sigma_range_config_matches_diffusers_or_warns():
+    """UniPC -> Euler keeps sigma_min/sigma_max; our DPM has none and says so (diffusers' reads
+    them from the foreign config)."""
+    config = {"use_karras_sigmas": True, "beta_schedule": "scaled_linear", **SIGMA_RANGE}
+    ours = EulerDiscreteScheduler.from_config(UniPCMultistepScheduler(**config).config)
+    theirs = diffusers.EulerDiscreteScheduler.from_config(
+        diffusers.UniPCMultistepScheduler(**config).config)
+    assert_same_shared_config(ours, theirs)
+    compare_built("euler", ours, theirs)
+    with pytest.warns(UserWarning, match="sigma_min/sigma_max"):
+        DPMSolverMultistepScheduler.from_config(UniPCMultistepScheduler(**config).config)
 
 
 @pytest.mark.parametrize("name", ["euler", "euler_a"])

@@ -212,3 +212,23 @@ def discrete_timesteps(num_inference_steps: int, num_train_timesteps: int, times
     if timestep_spacing == "leading":
         return (np.arange(0, n) * (T // n))[::-1].astype(np.int64) + steps_offset
     return np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1  # "trailing"
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks for the Karras σ range and the multistep grids (appended by the scheduler polish)
+# --------------------------------------------------------------------------------------------------
+def check_sigma_range(sigma_min: Optional[float], sigma_max: Optional[float]):
+    """The config's Karras σ range, when given, must be 0 < sigma_min < sigma_max."""
+    given = [s for s in (sigma_min, sigma_max) if s is not None]
+    if any(s <= 0 for s in given) or (len(given) == 2 and sigma_min >= sigma_max):
+        raise ValueError(f"sigma_min={sigma_min}, sigma_max={sigma_max}: the Karras σ schedule "
+                         f"needs 0 < sigma_min < sigma_max; pass None to keep the training range")
+
+
+def check_distinct_timesteps(timesteps: np.ndarray, timestep_spacing: str):
+    """A multistep solver divides by the step h = λ_{i+1} - λ_i: a repeated timestep makes h = 0."""
+    if len(np.unique(timesteps)) < len(timesteps):
+        raise ValueError(f"num_inference_steps={len(timesteps)} with timestep_spacing="
+                         f"{timestep_spacing!r} rounds two steps to the same timestep, and a step "
+                         f"of size zero gives NaN (diffusers returns NaN or fails); take fewer "
+                         f"steps, or use timestep_spacing='trailing' or use_karras_sigmas=True")

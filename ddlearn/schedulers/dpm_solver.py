@@ -23,6 +23,7 @@ and §3.2 (Taylor terms in λ, DPM-Solver-1); Lu et al. 2022b, "DPM-Solver++" (a
 "sde-dpmsolver++" as k-diffusion's `sample_dpmpp_2m_sde`.
 """
 
+import warnings
 from typing import Optional, Union
 
 import numpy as np
@@ -35,6 +36,7 @@ from ddlearn.schedulers.common import (
     SchedulerMixin,
     SchedulerOutput,
     check_choice,
+    check_distinct_timesteps,
     check_num_inference_steps,
     dynamic_threshold,
     index_for_timestep,
@@ -117,6 +119,11 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
     def extract_init_kwargs(cls, config, **overrides) -> dict:
         """As ConfigMixin's, but a UniPC config's solver_type ("bh1"/"bh2") becomes "midpoint"."""
         kwargs = super().extract_init_kwargs(config, **overrides)
+        given = {**dict(config), **overrides}
+        if given.get("sigma_min") is not None or given.get("sigma_max") is not None:
+            warnings.warn(f"{cls.__name__} has no sigma_min/sigma_max: its Karras σ keep the "
+                          f"training range (diffusers' DPM would read them from this config)",
+                          stacklevel=3)
         if kwargs.get("solver_type") in ("bh1", "bh2", "logrho"):
             kwargs["solver_type"] = "midpoint"
         return kwargs
@@ -133,6 +140,7 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
             if config.beta_schedule != "squaredcos_cap_v2":
                 timesteps = timesteps.round()
         else:
+            check_distinct_timesteps(timesteps, config.timestep_spacing)
             sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         sigma_last = train_sigmas[0].item() if config.final_sigmas_type == "sigma_min" else 0.0
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [sigma_last]]).astype(np.float32))

@@ -1,7 +1,8 @@
 """Euler sampler for the probability-flow ODE in σ-space, with EDM's optional "churn" noise.
 
 Mirrors `diffusers.EulerDiscreteScheduler` (the options a learner meets: beta schedules, prediction
-types, timestep spacings, Karras sigmas, zero-terminal-SNR betas, final σ, s_churn).
+types, timestep spacings, Karras sigmas (over [sigma_min, sigma_max] when given), zero-terminal-SNR
+betas, final σ, s_churn).
 
 The model sees x_t = x_0 + σ ε (scaled down by 1/√(σ²+1) so it gets the unit-variance input it was
 trained on); the ODE dx/dσ = (x - x̂_0) / σ is integrated with one Euler step per timestep.
@@ -34,6 +35,7 @@ from ddlearn.schedulers.common import (
     SchedulerOutput,
     check_choice,
     check_num_inference_steps,
+    check_sigma_range,
     index_for_timestep,
     karras_sigmas,
     make_betas,
@@ -51,8 +53,10 @@ class EulerDiscreteScheduler(SchedulerMixin):
                  trained_betas: Optional[Union[list, np.ndarray]] = None,
                  prediction_type: str = "epsilon", use_karras_sigmas: Optional[bool] = False,
                  timestep_spacing: str = "linspace", steps_offset: int = 0,
-                 rescale_betas_zero_snr: bool = False, final_sigmas_type: str = "zero"):
+                 rescale_betas_zero_snr: bool = False, final_sigmas_type: str = "zero",
+                 sigma_min: Optional[float] = None, sigma_max: Optional[float] = None):
         super().__init__()
+        check_sigma_range(sigma_min, sigma_max)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
@@ -83,8 +87,10 @@ class EulerDiscreteScheduler(SchedulerMixin):
                                     self.config.steps_offset)
         train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
-        if self.config.use_karras_sigmas:  # EDM eq. (5), then the timesteps matching those σ
-            sigmas = karras_sigmas(sigmas[-1].item(), sigmas[0].item(), num_inference_steps)
+        if self.config.use_karras_sigmas:  # EDM eq. (5) over [σ_min, σ_max], then their timesteps
+            low, high = self.config.sigma_min, self.config.sigma_max  # None: the schedule's ends
+            sigmas = karras_sigmas(sigmas[-1].item() if low is None else low,
+                                   sigmas[0].item() if high is None else high, num_inference_steps)
             timesteps = sigma_to_t(sigmas, np.log(train_sigmas))
         sigma_last = 0.0
         if self.config.final_sigmas_type == "sigma_min":  # stop at the smallest training σ

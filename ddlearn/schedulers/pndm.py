@@ -3,7 +3,8 @@
 Mirrors `diffusers.PNDMScheduler` (same config keys, defaults, timesteps and call sequence).
 The sampler is stateful: `step()` must be called once per entry of `timesteps`, in order.
 Without `skip_prk_steps` the first 12 calls are 3 pseudo Runge-Kutta (PRK) steps of 4 model
-calls each; then each call is one pseudo linear multistep (PLMS) step reusing the last 4 ε.
+calls each (so N ≥ 4 inference steps, N + 9 calls); then each call is one pseudo linear
+multistep (PLMS) step reusing the last 4 ε.
 With `skip_prk_steps` (Stable Diffusion's setting) PLMS warms up with lower orders instead.
 
 | code                  | paper                | meaning                                           |
@@ -59,6 +60,10 @@ class PNDMScheduler(SchedulerMixin):
     def set_timesteps(self, num_inference_steps: int, device=None):
         """PRK timesteps (4 per RK step, over the 4 highest t) then PLMS timesteps; resets state."""
         c, n = self.config, num_inference_steps
+        if not c.skip_prk_steps and n < 4:
+            raise ValueError(f"num_inference_steps={n} is too few for PNDM's Runge-Kutta warm-up, "
+                             f"which spans the 4 highest timesteps (diffusers fails with a "
+                             f"broadcast error); use at least 4 steps, or skip_prk_steps=True")
         ascending = discrete_timesteps(n, c.num_train_timesteps, c.timestep_spacing,
                                        c.steps_offset)[::-1]
         if c.skip_prk_steps:  # the 2nd call re-does the 1st step (see _step_plms)

@@ -33,7 +33,9 @@ from ddlearn.schedulers.common import (
     SchedulerMixin,
     SchedulerOutput,
     check_choice,
+    check_distinct_timesteps,
     check_num_inference_steps,
+    check_sigma_range,
     dynamic_threshold,
     index_for_timestep,
     karras_sigmas,
@@ -54,8 +56,10 @@ class UniPCMultistepScheduler(SchedulerMixin):
                  predict_x0: bool = True, solver_type: str = "bh2", lower_order_final: bool = True,
                  disable_corrector: Union[list, tuple] = (), use_karras_sigmas: bool = False,
                  timestep_spacing: str = "linspace", steps_offset: int = 0,
-                 final_sigmas_type: str = "zero", rescale_betas_zero_snr: bool = False):
+                 final_sigmas_type: str = "zero", rescale_betas_zero_snr: bool = False,
+                 sigma_min: Optional[float] = None, sigma_max: Optional[float] = None):
         super().__init__()
+        check_sigma_range(sigma_min, sigma_max)
         for name, value, choices in [
                 ("solver_order", solver_order, (1, 2, 3)),
                 ("prediction_type", prediction_type, PREDICTION_TYPES),
@@ -97,11 +101,14 @@ class UniPCMultistepScheduler(SchedulerMixin):
         check_num_inference_steps(n, T)
         timesteps = multistep_timesteps(n, T, config.timestep_spacing, config.steps_offset)
         train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
-        if config.use_karras_sigmas:  # EDM eq. (5), then the rounded timesteps of those σ
-            sigmas = karras_sigmas(train_sigmas[0].item(), train_sigmas[-1].item(), n)
+        if config.use_karras_sigmas:  # EDM eq. (5) over [σ_min, σ_max], then their rounded t
+            low, high = config.sigma_min, config.sigma_max  # None: the training range
+            sigmas = karras_sigmas(train_sigmas[0].item() if low is None else low,
+                                   train_sigmas[-1].item() if high is None else high, n)
             timesteps = sigma_to_t(sigmas, np.log(train_sigmas)).round()
             sigma_min = sigmas[-1]
         else:
+            check_distinct_timesteps(timesteps, config.timestep_spacing)
             sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
             sigma_min = train_sigmas[0].item()
         sigma_last = sigma_min if config.final_sigmas_type == "sigma_min" else 0.0
