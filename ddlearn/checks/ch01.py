@@ -19,17 +19,22 @@ from ddlearn.models.unet_2d import UNet2DModel
 from ddlearn.pipelines.pipeline import DiffusionPipeline, randn_tensor
 
 
+def as_tensor(x) -> torch.Tensor:
+    """Tensor, array or list -> tensor (np.array copies: `[::-1]` views have negative strides)."""
+    return x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.array(x))
+
+
 def diagnose(name: str, yours, expected, mistakes: dict, hint: str):
     """compare(), but first: if `yours` equals a known wrong answer, say which mistake it is."""
     def same(a, b):
-        a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
+        a, b = as_tensor(a), as_tensor(b)
         return a.shape == b.shape and torch.allclose(a.double(), b.double(), 1e-4, 1e-5)
 
     if yours is not None and not same(yours, expected):
         for mistake, wrong in mistakes.items():
             if same(yours, wrong):
                 raise ExerciseError(f"{name}: {mistake}")
-    compare(name, yours, expected, hint)
+    compare(name, None if yours is None else as_tensor(yours), as_tensor(expected), hint)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -54,7 +59,11 @@ def check_postprocess(fn):
             "values outside [-1, 1] wrapped around (a dark pixel became bright): clip to "
             "[0, 1] before scaling to 255.": _wrapped(channels_last / 2 + 0.5),
         }
-        yours = np.asarray(fn(x.clone()))
+        yours = fn(x.clone())
+        if yours is None:
+            raise ExerciseError("postprocess: your function returned None — did you forget "
+                                "`return`?")
+        yours = np.array(yours)
         if yours.shape == tuple(x.shape):
             raise ExerciseError("postprocess: your images are channels-first (B, C, H, W); PIL "
                                 "and matplotlib want (B, H, W, C): `.permute(0, 2, 3, 1)`.")
