@@ -33,6 +33,22 @@ def compare(name: str, yours, expected, hint: str = "", rtol: float = 1e-4, atol
                             f"{hint}")
 
 
+def compare_with_mistakes(name: str, yours, expected, mistakes: dict, hint: str = ""):
+    """compare(), but first: if `yours` equals a known wrong answer, name that mistake.
+
+    `mistakes` maps a message ("you used ᾱ_t where √ᾱ_t belongs") to the wrong answer it gives."""
+    if yours is not None and not isinstance(yours, (torch.Tensor, list, tuple)) \
+            and not hasattr(yours, "__array__"):
+        raise ExerciseError(f"{name}: return a tensor, not a {type(yours).__name__}. {hint}")
+    ok = lambda a, b: (torch.as_tensor(a).shape == b.shape
+                       and torch.allclose(torch.as_tensor(a).double(), b.double(), 1e-4, 1e-5))
+    if yours is not None and not ok(yours, expected):
+        for mistake, wrong in mistakes.items():
+            if ok(yours, wrong):
+                raise ExerciseError(f"{name}: {mistake}")
+    compare(name, yours, expected, hint)
+
+
 def run_check(name: str, fn, *cases):
     """Call each case (a zero-argument function doing `compare`s) and report one friendly line."""
     try:

@@ -12,7 +12,7 @@ meant, the wrong ᾱ in a coefficient, a flipped sign) and names the one your nu
 
 import torch
 
-from ddlearn.checks import ExerciseError, compare, run_check
+from ddlearn.checks import ExerciseError, compare_with_mistakes, run_check
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
 from ddlearn.schedulers.euler import EulerDiscreteScheduler
@@ -30,17 +30,6 @@ def _call(name: str, fn, *args, shape_hint: str = ""):
         if "size of tensor" not in str(error) and "shape" not in str(error):
             raise
         raise ExerciseError(f"{name}: your code raised `{error}`. {shape_hint}") from None
-
-
-def _diagnose(name: str, yours, expected, mistakes: dict, hint: str):
-    """compare(), but first: if `yours` equals a known wrong answer, say which mistake it is."""
-    ok = lambda a, b: (torch.as_tensor(a).shape == b.shape
-                       and torch.allclose(torch.as_tensor(a).double(), b.double(), 1e-4, 1e-5))
-    if yours is not None and not ok(yours, expected):
-        for mistake, wrong in mistakes.items():
-            if ok(yours, wrong):
-                raise ExerciseError(f"{name}: {mistake}")
-    compare(name, yours, expected, hint)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,7 +58,7 @@ def check_add_noise(fn):
         }
         yours = _call("add_noise", fn, x0.clone(), noise.clone(), abar.clone(), t.clone(),
                       shape_hint=shape_hint)
-        _diagnose("add_noise", yours, expected, mistakes,
+        compare_with_mistakes("add_noise", yours, expected, mistakes,
                   "Check x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε with ᾱ_t = alphas_cumprod[t], one per image.")
 
     return run_check("add_noise", fn,
@@ -102,7 +91,7 @@ def check_ddim_step(fn):
                 + (1 - a_prev).sqrt() * eps,
         }
         yours = _call("ddim_step", fn, eps.clone(), x_t.clone(), a_t.clone(), a_prev.clone())
-        _diagnose("ddim_step", yours, expected, mistakes,
+        compare_with_mistakes("ddim_step", yours, expected, mistakes,
                   "First x̂_0 = (x_t - √(1-ᾱ_t) ε̂) / √ᾱ_t (eq. 12's 'predicted x_0'), "
                   "then x_{t-1} = √ᾱ_{t-1} x̂_0 + √(1-ᾱ_{t-1}) ε̂.")
 
@@ -136,7 +125,7 @@ def check_euler_step(fn):
                 x / (sigma**2 + 1) ** 0.5 + (sigma_next - sigma) * eps,
         }
         yours = _call("euler_step", fn, eps.clone(), x.clone(), sigma.clone(), sigma_next.clone())
-        _diagnose("euler_step", yours, expected, mistakes,
+        compare_with_mistakes("euler_step", yours, expected, mistakes,
                   "The slope is d = (x - x̂_0) / σ = ε̂, and one Euler step is "
                   "x_next = x + (σ_next - σ) d.")
 

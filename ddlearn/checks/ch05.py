@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ddlearn.checks import ExerciseError, compare, run_check
+from ddlearn.checks import compare_with_mistakes, run_check
 from ddlearn.data import shipped_model
 from ddlearn.data.butterflies import make_butterfly
 from ddlearn.models.vae import AutoencoderKL
@@ -33,19 +33,6 @@ SD_PNDM = dict(SD_BETAS, skip_prk_steps=True)  # Stable Diffusion 1.x's schedule
 
 def _randn(*shape, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _diagnose(name: str, yours, expected, mistakes: dict, hint: str):
-    """compare(), but first: if `yours` equals a known wrong answer, say which mistake it is."""
-    if yours is not None and not isinstance(yours, (torch.Tensor, np.ndarray, list, tuple)):
-        raise ExerciseError(f"{name}: return a tensor, not a {type(yours).__name__}. {hint}")
-    ok = lambda a, b: (torch.as_tensor(a).shape == b.shape
-                       and torch.allclose(torch.as_tensor(a).double(), b.double(), 1e-4, 1e-5))
-    if yours is not None and not ok(yours, expected):
-        for mistake, wrong in mistakes.items():
-            if ok(yours, wrong):
-                raise ExerciseError(f"{name}: {mistake}")
-    compare(name, yours, expected, hint)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -69,7 +56,7 @@ def check_classifier_free_guidance(fn):
                 eps_text + w * (eps_text - eps_uncond),
         }
         yours = fn(noise_pred.clone(), w)
-        _diagnose("classifier_free_guidance", yours, expected, mistakes,
+        compare_with_mistakes("classifier_free_guidance", yours, expected, mistakes,
                   "Split the batch with `noise_pred.chunk(2)` into (ε_∅, ε_c) and return "
                   "ε_∅ + guidance_scale · (ε_c - ε_∅), shape (B, 4, h, w).")
 
@@ -111,7 +98,7 @@ def check_encode_latents(fn):
                     vae.encode(images).latent_dist.mode() * s,
             }
             yours = fn(vae, images.clone())
-        _diagnose("encode_latents", yours, expected, mistakes,
+        compare_with_mistakes("encode_latents", yours, expected, mistakes,
                   "z = vae.encode(2 · images - 1).latent_dist.mode() (the mean; .sample() adds "
                   "noise), then return z · vae.config.scaling_factor.")
 
@@ -138,7 +125,7 @@ def check_decode_latents(fn):
                     vae.decode(latents / s).sample / 2 + 0.5,
             }
             yours = fn(vae, latents.clone())
-        _diagnose("decode_latents", yours, expected, mistakes,
+        compare_with_mistakes("decode_latents", yours, expected, mistakes,
                   "x = vae.decode(latents / vae.config.scaling_factor).sample is in [-1, 1]; "
                   "return (x / 2 + 0.5).clamp(0, 1).")
 
@@ -173,7 +160,7 @@ def check_img2img_timesteps(fn):
             "t_start = num_inference_steps - init_timestep.": full[init_timestep * order:],
         }
         yours = fn(make_scheduler(), n, strength)
-        _diagnose("img2img_timesteps", yours, expected, mistakes,
+        compare_with_mistakes("img2img_timesteps", yours, expected, mistakes,
                   "init_timestep = int(n · strength), t_start = (n - init_timestep) · "
                   "scheduler.order, return scheduler.timesteps[t_start:].")
 
