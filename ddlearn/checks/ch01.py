@@ -14,27 +14,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddlearn.checks import ExerciseError, compare, run_check
+from ddlearn.checks import ExerciseError, compare, compare_with_mistakes, run_check
 from ddlearn.models.unet_2d import UNet2DModel
 from ddlearn.pipelines.pipeline import DiffusionPipeline, randn_tensor
 
 
 def as_tensor(x) -> torch.Tensor:
     """Tensor, array or list -> tensor (np.array copies: `[::-1]` views have negative strides)."""
-    return x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.array(x))
+    if x is None or isinstance(x, torch.Tensor):
+        return x if x is None else x.detach()
+    return torch.as_tensor(np.array(x))
 
 
-def diagnose(name: str, yours, expected, mistakes: dict, hint: str):
-    """compare(), but first: if `yours` equals a known wrong answer, say which mistake it is."""
-    def same(a, b):
-        a, b = as_tensor(a), as_tensor(b)
-        return a.shape == b.shape and torch.allclose(a.double(), b.double(), 1e-4, 1e-5)
-
-    if yours is not None and not same(yours, expected):
-        for mistake, wrong in mistakes.items():
-            if same(yours, wrong):
-                raise ExerciseError(f"{name}: {mistake}")
-    compare(name, None if yours is None else as_tensor(yours), as_tensor(expected), hint)
+def as_tensors(mistakes: dict) -> dict:
+    return {message: as_tensor(wrong) for message, wrong in mistakes.items()}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,9 +63,9 @@ def check_postprocess(fn):
         if yours.dtype != np.uint8:
             raise ExerciseError(f"postprocess: dtype {yours.dtype}, expected uint8 (whole "
                                 f"numbers 0..255): finish with `.astype(np.uint8)`.")
-        diagnose("postprocess", yours, expected, mistakes,
-                 "Steps: x / 2 + 0.5, clip to [0, 1], (B, C, H, W) -> (B, H, W, C), "
-                 "* 255, round, uint8.")
+        compare_with_mistakes("postprocess", as_tensor(yours), as_tensor(expected),
+                              as_tensors(mistakes), "Steps: x / 2 + 0.5, clip to [0, 1], "
+                              "(B, C, H, W) -> (B, H, W, C), * 255, round, uint8.")
 
     return run_check("postprocess", fn,
                      lambda: case((2, 3, 8, 8), seed=0),
@@ -108,9 +101,9 @@ def check_seeded_noise(fn):
         if isinstance(yours, (list, tuple)):
             raise ExerciseError("seeded_noise: you returned a list; join the images into one "
                                 "batch tensor with torch.cat (of (1, C, H, W)) or torch.stack.")
-        diagnose("seeded_noise", yours, expected, mistakes,
-                 "Image i is torch.randn(shape, generator=torch.Generator().manual_seed(seeds[i]))"
-                 "; stack them into a (len(seeds), C, H, W) batch.")
+        compare_with_mistakes("seeded_noise", as_tensor(yours), expected, mistakes,
+                              "Image i is torch.randn(shape, generator=torch.Generator()"
+                              ".manual_seed(seeds[i])); stack them into a (B, C, H, W) batch.")
 
     return run_check("seeded_noise", fn,
                      lambda: case([0, 1, 2, 3], (3, 8, 8)),

@@ -13,8 +13,8 @@ off, it also tries the usual mistakes and names the one your numbers match.
 import numpy as np
 import torch
 
-from ddlearn.checks import ExerciseError, run_check
-from ddlearn.checks.ch01 import _tiny_unet, as_tensor, diagnose
+from ddlearn.checks import ExerciseError, compare_with_mistakes, run_check
+from ddlearn.checks.ch01 import _tiny_unet, as_tensor
 from ddlearn.schedulers.common import discrete_timesteps
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
@@ -48,8 +48,8 @@ def check_predict_x0(fn):
                 x_t - (1 - a).sqrt() * eps / a.sqrt(),
         }
         yours = fn(x_t.clone(), eps.clone(), a.clone())
-        diagnose("predict_x0", yours, expected, mistakes,
-                 "Solve x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε for x_0, with ε̂ in place of ε.")
+        compare_with_mistakes("predict_x0", as_tensor(yours), expected, mistakes,
+                              "Solve x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε for x_0, with ε̂ in place of ε.")
 
     return run_check("predict_x0", fn,
                      lambda: case(500, seed=0),
@@ -98,9 +98,9 @@ def check_timesteps(fn):
                     torch.from_numpy(np.linspace(0, T - 1, n)[::-1].astype(np.int64).copy()),
             },
         }[spacing]
-        diagnose(name, yours, expected, mistakes,
-                 f"'{spacing}' in Lin et al. 2023, Table 2; compare yours with "
-                 f"{expected[:4].tolist()}...")
+        compare_with_mistakes(name, yours, expected, mistakes,
+                              f"'{spacing}' in Lin et al. 2023, Table 2; compare yours with "
+                              f"{expected[:4].tolist()}...")
 
     cases = [(n, T, spacing) for n, T in ((10, 1000), (7, 1000), (3, 50))
              for spacing in ("leading", "trailing", "linspace")]
@@ -150,10 +150,10 @@ def check_sample(fn):
         }
         name = f"sample with {scheduler_cls.__name__}"
         yours = fn(unet, scheduler_cls.from_config(config), x_T.clone(), n, gen())
-        diagnose(name, yours, expected, mistakes,
-                 "set_timesteps(n); x = x_T * init_noise_sigma; for t in scheduler.timesteps: "
-                 "ε̂ = unet(scale_model_input(x, t), t).sample; x = step(ε̂, t, x, "
-                 "generator=generator).prev_sample.")
+        compare_with_mistakes(name, as_tensor(yours), expected, mistakes,
+                              "set_timesteps(n); x = x_T * init_noise_sigma; for t in "
+                              "scheduler.timesteps: ε̂ = unet(scale_model_input(x, t), t).sample; "
+                              "x = step(ε̂, t, x, generator=generator).prev_sample.")
 
     return run_check("sample", fn,
                      lambda: case(DDIMScheduler, seed=0),
