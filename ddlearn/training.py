@@ -197,3 +197,31 @@ def load_checkpoint(folder, model, optimizer=None, schedule=None, ema=None) -> d
 def _save_tensors(path, state_dict):
     tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
+
+
+# --------------------------------------------------------------------------------------------------
+# Min-SNR-γ loss weighting (appended for chapter 04's CPU challenge)
+# --------------------------------------------------------------------------------------------------
+def min_snr_weights(scheduler, t, snr_gamma=5.0) -> torch.Tensor:
+    """Per-image loss weights of Min-SNR-γ (Hang et al. 2023): the x_0-error weight min(SNR_t, γ),
+    SNR_t = ᾱ_t / (1-ᾱ_t), rewritten for the target the network regresses on."""
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    clipped = snr.clamp(max=snr_gamma)
+    kind = scheduler.config.prediction_type
+    # ‖ε - ε̂‖² = SNR ‖x_0 - x̂_0‖², ‖v - v̂‖² = (SNR + 1) ‖x_0 - x̂_0‖²
+    return {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1), "sample": clipped}[kind]
+
+
+def min_snr_loss(unet, scheduler, x_0, generator, snr_gamma=5.0, timestep_distribution="uniform",
+                 **unet_kwargs):
+    """`diffusion_loss` with each image's MSE weighted by `min_snr_weights`: the easy, nearly clean
+    timesteps stop dominating the gradient. Same noise and t draws as `diffusion_loss`."""
+    noise = torch.randn(x_0.shape, generator=generator).to(x_0.device, x_0.dtype)
+    t = sample_timesteps(x_0.shape[0], scheduler.config.num_train_timesteps, generator,
+                         timestep_distribution).to(x_0.device)
+    x_t = scheduler.add_noise(x_0, noise, t)
+    prediction = unet(x_t, t, **unet_kwargs).sample
+    target = target_for(scheduler, x_0, noise, t)
+    per_image = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(1)
+    return (min_snr_weights(scheduler, t, snr_gamma).float() * per_image).mean()

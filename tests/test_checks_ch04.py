@@ -127,3 +127,38 @@ def test_typical_mistake_is_named(check, wrong, words):
 def test_untouched_stub_says_not_implemented(check):
     with pytest.raises(ExerciseError, match="not implemented yet"):
         check(stub)
+
+
+# --------------------------------------------------------------------------------------------------
+# The min-SNR loss the chapter trains with (appended to ddlearn.training for chapter 04)
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_min_snr_weights_match_diffusers_training_scripts(prediction_type):
+    from diffusers import DDPMScheduler as DiffusersDDPM
+    from diffusers.training_utils import compute_snr
+
+    from ddlearn.schedulers.ddpm import DDPMScheduler
+    from ddlearn.training import min_snr_weights
+
+    config = dict(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
+    t = torch.tensor([0, 3, 50, 300, 700, 999])
+    snr = compute_snr(DiffusersDDPM(**config), t)  # diffusers' train_text_to_image.py recipe
+    expected = torch.stack([snr, 5.0 * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+    expected = expected / (snr if prediction_type == "epsilon" else snr + 1)
+    ours = min_snr_weights(DDPMScheduler(**config), t, snr_gamma=5.0)
+    assert torch.allclose(ours.float(), expected, rtol=1e-5)
+
+
+def test_min_snr_loss_without_clipping_is_the_plain_loss():
+    """γ = ∞ makes every ε weight SNR/SNR = 1: the same draws and the same number as
+    diffusion_loss."""
+    from ddlearn.schedulers.ddpm import DDPMScheduler
+    from ddlearn.training import diffusion_loss, min_snr_loss
+
+    model, scheduler = ch04._tiny_unet(), DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+    x0 = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(1))
+        weighted = min_snr_loss(model, scheduler, x0, torch.Generator().manual_seed(1),
+                                snr_gamma=float("inf"))
+    assert torch.allclose(plain, weighted, rtol=1e-5)
