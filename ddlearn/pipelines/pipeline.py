@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ddlearn.files import atomic_write_text
 from ddlearn.hub import resolve_folder
+from ddlearn.noise import randn_tensor  # noqa: F401  (re-exported: pipelines draw x_T with it)
 
 # diffusers pipelines may list these; ddlearn has no use for them and skips them with a note
 SKIPPED_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
@@ -166,21 +167,3 @@ def load_component(root: Path, name: str, library, class_name, torch_dtype=None)
     if hasattr(cls, "from_pretrained"):
         return cls.from_pretrained(root, subfolder=name, torch_dtype=torch_dtype)
     return cls.from_config(cls.load_config(root / name))
-
-
-def randn_tensor(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
-    """Gaussian noise drawn as diffusers draws it: on the generator's device, one generator per
-    sample when a list is given, then moved to `device`."""
-    device = torch.device(device or "cpu")
-    if isinstance(generator, list) and len(generator) == 1:
-        generator = generator[0]
-    if isinstance(generator, list):
-        if len(generator) != shape[0]:
-            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}; pass one "
-                             f"generator, or one per image")
-        rand_device = generator[0].device
-        samples = [torch.randn((1, *shape[1:]), generator=g, device=rand_device, dtype=dtype)
-                   for g in generator]
-        return torch.cat(samples).to(device)
-    rand_device = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=rand_device, dtype=dtype).to(device)

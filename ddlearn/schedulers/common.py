@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ddlearn.config import ConfigMixin
+from ddlearn.noise import randn_tensor
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -176,13 +177,9 @@ def sigmas_at(scheduler, timesteps: torch.Tensor, x: torch.Tensor) -> torch.Tens
 
 
 def randn_like_output(x: torch.Tensor, generator=None, dtype=None) -> torch.Tensor:
-    """N(0, I) noise shaped like x, drawn exactly as diffusers' `randn_tensor` draws it.
-
-    Drawn on the generator's device (a CPU generator gives the same numbers on every machine).
-    """
-    device = generator.device if generator is not None else x.device
-    noise = torch.randn(x.shape, generator=generator, device=device, dtype=dtype or x.dtype)
-    return noise.to(x.device)
+    """N(0, I) noise shaped like x, drawn exactly as diffusers' `randn_tensor` draws it (one
+    generator, or a list with one per sample)."""
+    return randn_tensor(x.shape, generator, device=x.device, dtype=dtype or x.dtype)
 
 
 def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch.Tensor:
