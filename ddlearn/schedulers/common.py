@@ -229,3 +229,19 @@ def check_distinct_timesteps(timesteps: np.ndarray, timestep_spacing: str):
                          f"{timestep_spacing!r} rounds two steps to the same timestep, and a step "
                          f"of size zero gives NaN (diffusers returns NaN or fails); take fewer "
                          f"steps, or use timestep_spacing='trailing' or use_karras_sigmas=True")
+
+
+def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """σ_t = √((1-ᾱ_t)/ᾱ_t) for every training step: the noise level in x_t/√ᾱ_t = x_0 + σ_t ε."""
+    return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
+
+
+class SigmaSchedulerMixin(SchedulerMixin):
+    """What the σ-space schedulers (Euler, Euler ancestral, Heun, LMS) share."""
+
+    @property
+    def init_noise_sigma(self) -> torch.Tensor:
+        """Std of x_T: σ_max, or √(σ_max² + 1) when "leading" spacing never reaches t = T-1."""
+        if self.config.timestep_spacing in ("linspace", "trailing"):
+            return self.sigmas.max()
+        return (self.sigmas.max() ** 2 + 1) ** 0.5

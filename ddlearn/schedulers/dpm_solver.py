@@ -45,6 +45,7 @@ from ddlearn.schedulers.common import (
     randn_like_output,
     sigma_to_t,
     sigmas_at,
+    sigmas_from_alphas_cumprod,
 )
 
 
@@ -110,7 +111,7 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
         if rescale_betas_zero_snr:
             self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make λ_T = -∞
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
         self.init_noise_sigma = 1.0  # x_T ~ N(0, I): the network sees x_t unscaled
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
         self.model_outputs, self.lower_order_nums, self.step_index = [None] * solver_order, 0, None
@@ -133,7 +134,7 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         n, T, config = num_inference_steps, self.config.num_train_timesteps, self.config
         check_num_inference_steps(n, T)
         timesteps = multistep_timesteps(n, T, config.timestep_spacing, config.steps_offset)
-        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
         if config.use_karras_sigmas:  # EDM eq. (5), then the (rounded) timesteps of those σ
             sigmas = karras_sigmas(train_sigmas[0].item(), train_sigmas[-1].item(), n)
             timesteps = sigma_to_t(sigmas, np.log(train_sigmas))

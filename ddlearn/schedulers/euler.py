@@ -31,8 +31,8 @@ from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
+    SigmaSchedulerMixin,
     check_choice,
     check_num_inference_steps,
     check_sigma_range,
@@ -43,10 +43,11 @@ from ddlearn.schedulers.common import (
     sigma_timesteps,
     sigma_to_t,
     sigmas_at,
+    sigmas_from_alphas_cumprod,
 )
 
 
-class EulerDiscreteScheduler(SchedulerMixin):
+class EulerDiscreteScheduler(SigmaSchedulerMixin):
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
                  beta_end: float = 0.02, beta_schedule: str = "linear",
@@ -66,17 +67,10 @@ class EulerDiscreteScheduler(SchedulerMixin):
         if rescale_betas_zero_snr:
             self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make σ_T infinite
         # before set_timesteps(): every training step, σ from large to small
-        train_sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
         self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
         self.step_index = None
-
-    @property
-    def init_noise_sigma(self) -> torch.Tensor:
-        """Std of x_T: σ_max, or √(σ_max² + 1) when "leading" spacing never reaches t = T-1."""
-        if self.config.timestep_spacing in ("linspace", "trailing"):
-            return self.sigmas.max()
-        return (self.sigmas.max() ** 2 + 1) ** 0.5
 
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose the N timesteps and their σ_i (interpolated in the training σ's, or Karras')."""
@@ -85,7 +79,7 @@ class EulerDiscreteScheduler(SchedulerMixin):
         self.num_inference_steps = num_inference_steps
         timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
                                     self.config.steps_offset)
-        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         if self.config.use_karras_sigmas:  # EDM eq. (5) over [σ_min, σ_max], then their timesteps
             low, high = self.config.sigma_min, self.config.sigma_max  # None: the schedule's ends

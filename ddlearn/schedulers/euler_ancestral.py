@@ -29,8 +29,8 @@ import torch
 from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
+    SigmaSchedulerMixin,
     check_choice,
     check_num_inference_steps,
     index_for_timestep,
@@ -38,10 +38,11 @@ from ddlearn.schedulers.common import (
     randn_like_output,
     sigma_timesteps,
     sigmas_at,
+    sigmas_from_alphas_cumprod,
 )
 
 
-class EulerAncestralDiscreteScheduler(SchedulerMixin):
+class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
                  beta_end: float = 0.02, beta_schedule: str = "linear",
@@ -61,17 +62,10 @@ class EulerAncestralDiscreteScheduler(SchedulerMixin):
         if rescale_betas_zero_snr:
             self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make σ_T infinite
         # before set_timesteps(): every training step, σ from large to small
-        train_sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
         self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float64)
         self.step_index = None
-
-    @property
-    def init_noise_sigma(self) -> torch.Tensor:
-        """Std of x_T: σ_max, or √(σ_max² + 1) when "leading" spacing never reaches t = T-1."""
-        if self.config.timestep_spacing in ("linspace", "trailing"):
-            return self.sigmas.max()
-        return (self.sigmas.max() ** 2 + 1) ** 0.5
 
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose the N timesteps and their σ_i, interpolated in the training σ's; σ_N = 0."""
@@ -80,7 +74,7 @@ class EulerAncestralDiscreteScheduler(SchedulerMixin):
         self.num_inference_steps = num_inference_steps
         timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
                                     self.config.steps_offset)
-        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         self.timesteps = torch.from_numpy(timesteps).to(device=device)

@@ -26,8 +26,8 @@ from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
+    SigmaSchedulerMixin,
     check_choice,
     check_num_inference_steps,
     index_for_timestep,
@@ -36,10 +36,11 @@ from ddlearn.schedulers.common import (
     sigma_timesteps,
     sigma_to_t,
     sigmas_at,
+    sigmas_from_alphas_cumprod,
 )
 
 
-class LMSDiscreteScheduler(SchedulerMixin):
+class LMSDiscreteScheduler(SigmaSchedulerMixin):
     """k-diffusion's LMS sampler on a DDPM-trained model's σ schedule."""
 
     order = 1
@@ -57,24 +58,17 @@ class LMSDiscreteScheduler(SchedulerMixin):
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         # before set_timesteps(): every training step, σ from large to small
-        train_sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
         self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
         self.derivatives, self.step_index = [], None
-
-    @property
-    def init_noise_sigma(self) -> torch.Tensor:
-        """Std of x_T: σ_max, or √(σ_max² + 1) when "leading" spacing never reaches t = T-1."""
-        if self.config.timestep_spacing in ("linspace", "trailing"):
-            return self.sigmas.max()
-        return (self.sigmas.max() ** 2 + 1) ** 0.5
 
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose the N timesteps and their σ_i (interpolated in the training σ's, or Karras')."""
         c, n = self.config, num_inference_steps
         check_num_inference_steps(n, c.num_train_timesteps)
         timesteps = sigma_timesteps(n, c.num_train_timesteps, c.timestep_spacing, c.steps_offset)
-        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         if c.use_karras_sigmas:  # EDM eq. (5), then the timesteps matching those σ
             sigmas = karras_sigmas(sigmas[-1].item(), sigmas[0].item(), n)

@@ -42,6 +42,7 @@ from ddlearn.schedulers.common import (
     make_betas,
     sigma_to_t,
     sigmas_at,
+    sigmas_from_alphas_cumprod,
 )
 from ddlearn.schedulers.dpm_solver import alpha_sigma, multistep_timesteps, to_eps, to_x0
 
@@ -77,7 +78,7 @@ class UniPCMultistepScheduler(SchedulerMixin):
         self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
         if rescale_betas_zero_snr:
             self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make λ_T = -∞
-        self.sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5
+        self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
         self.init_noise_sigma = 1.0  # x_T ~ N(0, I): the network sees x_t unscaled
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
         self._reset_history()
@@ -100,7 +101,7 @@ class UniPCMultistepScheduler(SchedulerMixin):
         n, T, config = num_inference_steps, self.config.num_train_timesteps, self.config
         check_num_inference_steps(n, T)
         timesteps = multistep_timesteps(n, T, config.timestep_spacing, config.steps_offset)
-        train_sigmas = (((1 - self.alphas_cumprod) / self.alphas_cumprod) ** 0.5).numpy()
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
         if config.use_karras_sigmas:  # EDM eq. (5) over [σ_min, σ_max], then their rounded t
             low, high = config.sigma_min, config.sigma_max  # None: the training range
             sigmas = karras_sigmas(train_sigmas[0].item() if low is None else low,
