@@ -239,6 +239,29 @@ def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 class SigmaSchedulerMixin(SchedulerMixin):
     """What the σ-space schedulers (Euler, Euler ancestral, Heun, LMS) share."""
 
+    def _init_schedule(self, betas, rescale_betas_zero_snr=False, timesteps_dtype=torch.float32):
+        """ᾱ from β, and the σ's and timesteps of every training step (used until set_timesteps)."""
+        self.betas = betas
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        if rescale_betas_zero_snr:
+            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make σ_T infinite
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)  # σ from large to small
+        self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
+        T = len(betas)
+        self.timesteps = torch.arange(T - 1, -1, -1, dtype=timesteps_dtype)
+
+    def _sigmas_at(self, timesteps: np.ndarray, karras=False, sigma_min=None, sigma_max=None):
+        """-> (timesteps, σ's): the training σ interpolated at `timesteps`; with `karras`, EDM
+        eq. (5) over [σ_min, σ_max] (default: the schedule's ends) and the timesteps of those σ."""
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
+        sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
+        if karras:
+            low = sigmas[-1].item() if sigma_min is None else sigma_min
+            high = sigmas[0].item() if sigma_max is None else sigma_max
+            sigmas = karras_sigmas(low, high, len(timesteps))
+            timesteps = sigma_to_t(sigmas, np.log(train_sigmas))
+        return timesteps, sigmas
+
     @property
     def init_noise_sigma(self) -> torch.Tensor:
         """Std of x_T: σ_max, or √(σ_max² + 1) when "leading" spacing never reaches t = T-1."""

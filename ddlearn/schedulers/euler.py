@@ -37,11 +37,9 @@ from ddlearn.schedulers.common import (
     check_num_inference_steps,
     check_sigma_range,
     index_for_timestep,
-    karras_sigmas,
     make_betas,
     randn_like_output,
     sigma_timesteps,
-    sigma_to_t,
     sigmas_at,
     sigmas_from_alphas_cumprod,
 )
@@ -61,15 +59,9 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min"))
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                trained_betas, rescale_betas_zero_snr)
-        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make σ_T infinite
-        # before set_timesteps(): every training step, σ from large to small
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
-        self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
+        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                       trained_betas, rescale_betas_zero_snr),
+                            rescale_betas_zero_snr)
         self.step_index = None
 
     def set_timesteps(self, num_inference_steps: int, device=None):
@@ -79,16 +71,11 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
         self.num_inference_steps = num_inference_steps
         timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
                                     self.config.steps_offset)
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
-        sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
-        if self.config.use_karras_sigmas:  # EDM eq. (5) over [σ_min, σ_max], then their timesteps
-            low, high = self.config.sigma_min, self.config.sigma_max  # None: the schedule's ends
-            sigmas = karras_sigmas(sigmas[-1].item() if low is None else low,
-                                   sigmas[0].item() if high is None else high, num_inference_steps)
-            timesteps = sigma_to_t(sigmas, np.log(train_sigmas))
+        timesteps, sigmas = self._sigmas_at(timesteps, self.config.use_karras_sigmas,
+                                            self.config.sigma_min, self.config.sigma_max)
         sigma_last = 0.0
         if self.config.final_sigmas_type == "sigma_min":  # stop at the smallest training σ
-            sigma_last = train_sigmas[0].item()
+            sigma_last = sigmas_from_alphas_cumprod(self.alphas_cumprod)[0].item()
         sigmas = np.concatenate([sigmas, [sigma_last]]).astype(np.float32)
         self.sigmas = torch.from_numpy(sigmas)  # stays on the CPU: read one at a time
         self.timesteps = torch.from_numpy(timesteps.astype(np.float32)).to(device=device)

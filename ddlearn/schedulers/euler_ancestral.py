@@ -38,7 +38,6 @@ from ddlearn.schedulers.common import (
     randn_like_output,
     sigma_timesteps,
     sigmas_at,
-    sigmas_from_alphas_cumprod,
 )
 
 
@@ -56,15 +55,9 @@ class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
                              "'sample'")
         check_choice("prediction_type", prediction_type, ("epsilon", "v_prediction"))
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                trained_betas, rescale_betas_zero_snr)
-        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make σ_T infinite
-        # before set_timesteps(): every training step, σ from large to small
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
-        self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float64)
+        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                       trained_betas, rescale_betas_zero_snr),
+                            rescale_betas_zero_snr, timesteps_dtype=torch.float64)
         self.step_index = None
 
     def set_timesteps(self, num_inference_steps: int, device=None):
@@ -74,8 +67,7 @@ class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
         self.num_inference_steps = num_inference_steps
         timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
                                     self.config.steps_offset)
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
-        sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
+        timesteps, sigmas = self._sigmas_at(timesteps)
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         self.timesteps = torch.from_numpy(timesteps).to(device=device)
         self.step_index = None

@@ -32,12 +32,9 @@ from ddlearn.schedulers.common import (
     check_choice,
     check_num_inference_steps,
     index_for_timestep,
-    karras_sigmas,
     make_betas,
     sigma_timesteps,
-    sigma_to_t,
     sigmas_at,
-    sigmas_from_alphas_cumprod,
 )
 
 
@@ -55,14 +52,9 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
                  steps_offset: int = 0):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                trained_betas)
+        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                       trained_betas))
         self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        # before set_timesteps(): every training step, σ from large to small
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
-        self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
         self.prev_derivative = self.dt = self.sample = self.step_index = None
 
     @property
@@ -75,11 +67,7 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
         c, n = self.config, num_inference_steps
         check_num_inference_steps(n, c.num_train_timesteps)
         timesteps = sigma_timesteps(n, c.num_train_timesteps, c.timestep_spacing, c.steps_offset)
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
-        sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
-        if c.use_karras_sigmas:  # EDM eq. (5), then the timesteps matching those σ
-            sigmas = karras_sigmas(sigmas[-1].item(), sigmas[0].item(), n)
-            timesteps = sigma_to_t(sigmas, np.log(train_sigmas))
+        timesteps, sigmas = self._sigmas_at(timesteps, c.use_karras_sigmas)  # EDM eq. (5) if Karras
         sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         # (σ_0, σ_1, ..., σ_N=0) -> (σ_0, σ_1, σ_1, ..., σ_{N-1}, σ_{N-1}, 0)
         self.sigmas = torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])
