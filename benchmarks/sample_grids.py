@@ -3,7 +3,7 @@
     python benchmarks/sample_grids.py
 
 DDPM: 16 butterflies, DDIM 50 steps, seed 0. Tiny SD: 8 prompts (rows: guidance 1, 3 and 7.5),
-PNDM 25 steps, seed 0.
+DDIM (the shipped scheduler) 25 steps, seed 0.
 """
 
 import time

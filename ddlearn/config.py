@@ -104,7 +104,16 @@ class ConfigMixin:
         """Build an instance from a config: a dict, a FrozenConfig, or a folder holding the JSON."""
         if isinstance(config, (str, Path)):
             config = cls.load_config(config)
-        return cls(**cls.extract_init_kwargs(config, **overrides))
+        instance = cls(**cls.extract_init_kwargs(config, **overrides))
+        # keys set in the source that this class does not take stay in its config, unused
+        # (diffusers' "hidden" keys), so A -> B -> C swaps still hand A's settings to C: SD's
+        # clip_sample=False survives a detour through Euler on its way to DDIM
+        defaulted = set(dict(config).get("_use_default_values", ()))
+        hidden = {k: v for k, v in dict(config).items()
+                  if k not in instance.config and k not in defaulted and not k.startswith("_")}
+        if hidden:
+            object.__setattr__(instance, "_config", FrozenConfig({**instance.config, **hidden}))
+        return instance
 
     @classmethod
     def extract_init_kwargs(cls, config, **overrides) -> dict:

@@ -77,7 +77,8 @@ def test_unknown_keys_give_one_warning_naming_them():
     assert len(record) == 1
     message = str(record[0].message)
     assert "brand_new_option" in message and "another" in message
-    assert not hasattr(s.config, "brand_new_option") and "brand_new_option" not in s.config
+    assert s.built_with == 0.002  # the known key is used; the unknown ones are not,
+    assert s.config["brand_new_option"] == 1  # but ride along, as in diffusers: a save keeps them
 
 
 def test_config_of_another_class_loads_without_warning():
@@ -123,3 +124,13 @@ def test_swapping_class_keeps_the_targets_defaults_for_keys_never_set():
     assert OtherToy.from_config(ToyScheduler().config).config.beta_start == 0.00085
     assert OtherToy.from_config(ToyScheduler(beta_start=0.5).config).config.beta_start == 0.5
     assert ToyScheduler.from_config(ToyScheduler().config).config.beta_start == 0.0001
+
+
+def test_keys_another_class_does_not_take_ride_along_as_in_diffusers(tmp_path):
+    """A -> B -> A: B keeps A's extra keys in its config (unused), saves them, hands them back."""
+    toy = ToyScheduler(beta_schedule="scaled_linear", block_out_channels=(8, 16))
+    other = OtherToy.from_config(toy.config)
+    assert "block_out_channels" in other.config and other.config.block_out_channels == [8, 16]
+    back = ToyScheduler.from_config(other.save_config(tmp_path))  # via the JSON file
+    assert back.config.block_out_channels == [8, 16]
+    assert back.config.beta_schedule == "scaled_linear"

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import ddlearn
+from ddlearn.colour_accuracy import HUE_COLOURS, dominant_colour
 from ddlearn.data import shipped_model
 
 
@@ -43,3 +44,13 @@ def test_tiny_sd_loads_offline_and_generates_the_same_images_in_diffusers():
 def test_shipped_model_names_a_missing_one():
     with pytest.raises(FileNotFoundError, match="no shipped model 'nope'.*ddpm-butterflies-32"):
         shipped_model("nope")
+
+
+def test_tiny_sd_draws_the_prompts_colour_at_the_default_guidance():
+    """Guidance 7.5 (the pipeline's default) must not break the shipped model: with SD 1.x's
+    PNDM at 25 steps it did (orange and purple came out as other colours or smears)."""
+    pipe = ddlearn.StableDiffusionPipeline.from_pretrained(shipped_model("tiny-sd-butterflies"))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe([f"a {colour} butterfly" for colour in HUE_COLOURS], num_inference_steps=25,
+                  generator=torch.Generator().manual_seed(0)).images
+    assert [dominant_colour(image) for image in images] == list(HUE_COLOURS)

@@ -164,6 +164,6 @@ def load_component(root: Path, name: str, library, class_name, torch_dtype=None)
     if cls is None:
         raise ValueError(f"{name}: ddlearn has no class {class_name!r} ({library}). Supported "
                          f"schedulers and models are listed in ddlearn.__all__")
-    if hasattr(cls, "from_pretrained"):
+    if issubclass(cls, torch.nn.Module):  # models and the text encoder: weights, maybe a dtype
         return cls.from_pretrained(root, subfolder=name, torch_dtype=torch_dtype)
-    return cls.from_config(cls.load_config(root / name))
+    return cls.from_pretrained(root, subfolder=name)  # schedulers: a config only

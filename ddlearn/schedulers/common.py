@@ -16,12 +16,14 @@ EDM eq. (5) for Karras sigmas.
 """
 
 import math
+from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
 import torch
 
 from ddlearn.config import ConfigMixin
+from ddlearn.hub import resolve_folder
 from ddlearn.noise import randn_tensor
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -112,7 +114,8 @@ def broadcast_to(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 # The base every scheduler builds on
 # --------------------------------------------------------------------------------------------------
 class SchedulerMixin(ConfigMixin):
-    """Shared contract: `config`, `from_config`, `add_noise`, `get_velocity`, `len(scheduler)`.
+    """Shared contract: `config`, `from_config`, `from_pretrained`, `save_pretrained`, `add_noise`,
+    `get_velocity`, `len(scheduler)`.
 
     Subclasses set `self.alphas_cumprod` in `__init__` and `self.timesteps` in `set_timesteps`.
     """
@@ -123,6 +126,17 @@ class SchedulerMixin(ConfigMixin):
 
     def __len__(self):
         return self.config.num_train_timesteps
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id, subfolder=None, **overrides):
+        """Read `scheduler_config.json` from a folder or a Hub id, as diffusers does, e.g.
+        `DDIMScheduler.from_pretrained(model_id, subfolder="scheduler")`."""
+        folder = resolve_folder(path_or_repo_id, subfolder)
+        return cls.from_config(cls.load_config(folder), **overrides)
+
+    def save_pretrained(self, save_directory) -> Path:
+        """Write `<save_directory>/scheduler_config.json` (atomically); returns its path."""
+        return self.save_config(save_directory)
 
     def _check_ready(self):
         if self.num_inference_steps is None:
