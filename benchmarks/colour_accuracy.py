@@ -14,6 +14,7 @@ Stable Diffusion 1.x's PNDM (with `skip_prk_steps=True`, as SD 1.x's scheduler_c
 """
 
 import argparse
+import math
 import time
 
 import numpy as np
@@ -54,14 +55,39 @@ def main():
     print(f"{type(pipe.scheduler).__name__}, {args.steps} steps, {args.n} images per prompt")
     print(f"| guidance_scale | {' | '.join(HUE_COLOURS)} | wing colour | pattern colour | "
           f"pattern coverage |\n|---|{'---|' * 9}")
+    patterns = {}
     for guidance in args.guidance:
         start = time.perf_counter()
         acc = colour_accuracy(pipe, args.n, args.steps, guidance)
         cells = " | ".join(f"{acc[c]:.0%}" for c in HUE_COLOURS)
-        pattern = pattern_accuracy(pipe, args.n, args.steps, guidance)
+        pattern = patterns[guidance] = pattern_accuracy(pipe, args.n, args.steps, guidance)
         print(f"| {guidance} | {cells} | {np.mean(list(acc.values())):.1%} | "
               f"{pattern['accuracy']:.1%} | {pattern['coverage']:.3f} |"
               f"  ({time.perf_counter() - start:.0f} s)", flush=True)
+    if 1.0 in patterns:
+        print_paired(patterns)
+
+
+def sign_test(ups: int, downs: int) -> float:
+    """Two-sided exact sign test: how likely is a split this uneven if up and down were 50/50?"""
+    n, k = ups + downs, min(ups, downs)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+
+
+def print_paired(patterns: dict):
+    """Each guided image against the unguided one from the same starting noise."""
+    print("\npaired with guidance 1 (same prompts, same starting noise):")
+    base_hits, base_cover = np.array(patterns[1.0]["hits"]), np.array(patterns[1.0]["coverages"])
+    for guidance, pattern in patterns.items():
+        if guidance == 1.0:
+            continue
+        hits, cover = np.array(pattern["hits"]), np.array(pattern["coverages"])
+        gained, lost = int((hits & ~base_hits).sum()), int((~hits & base_hits).sum())
+        up, down = int((cover > base_cover).sum()), int((cover < base_cover).sum())
+        print(f"  {guidance}: pattern colour gained in {gained} images, lost in {lost} "
+              f"(sign test p = {sign_test(gained, lost):.2g}); coverage up in {up}, down in "
+              f"{down} (p = {sign_test(up, down):.2g}), mean change "
+              f"{np.mean(cover - base_cover):+.3f}")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def colour_accuracy(pipe, n: int, steps: int, guidance_scale: float, seed: int =
 
 def pattern_accuracy(pipe, n: int, steps: int, guidance_scale: float, seed: int = 0) -> dict:
     """Over the six PATTERN_PROMPTS × n images: {"accuracy": fraction of pattern hits,
-    "coverage": mean fraction of wing pixels in the pattern colour}."""
+    "coverage": mean fraction of wing pixels in the pattern colour, "hits" and "coverages": the
+    same per image, in a fixed order (the same seed gives the same starting noise at any w)}."""
     hits, coverage = [], []
     for wing, pattern_colour, pattern in PATTERN_PROMPTS:
         images = pipe([f"a {wing} butterfly with {pattern_colour} {pattern}"] * n,
@@ -86,7 +87,8 @@ def pattern_accuracy(pipe, n: int, steps: int, guidance_scale: float, seed: int 
                       generator=torch.Generator().manual_seed(seed)).images
         hits += [pattern_hit(im, wing, pattern_colour) for im in images]
         coverage += [hue_fractions(im)[pattern_colour] for im in images]
-    return {"accuracy": float(np.mean(hits)), "coverage": float(np.mean(coverage))}
+    return {"accuracy": float(np.mean(hits)), "coverage": float(np.mean(coverage)),
+            "hits": hits, "coverages": coverage}
 
 
 def measures_on_data(n: int = 900, vae=None) -> tuple:
