@@ -33,56 +33,16 @@ from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
     check_choice,
-    check_distinct_timesteps,
-    check_num_inference_steps,
     dynamic_threshold,
     index_for_timestep,
-    karras_sigmas,
-    make_betas,
     randn_like_output,
-    sigma_to_t,
-    sigmas_at,
-    sigmas_from_alphas_cumprod,
 )
+from ddlearn.schedulers.lambda_space import LambdaSchedulerMixin, alpha_sigma, to_eps
 
 
-def multistep_timesteps(n: int, T: int, spacing: str, steps_offset: int = 0) -> np.ndarray:
-    """N integer timesteps; "linspace" and "leading" space N+1 points and drop the last (t = 0)."""
-    if spacing == "linspace":
-        return np.linspace(0, T - 1, n + 1).round()[::-1][:-1].astype(np.int64)
-    if spacing == "leading":
-        return (np.arange(0, n + 1) * (T // (n + 1)))[::-1][:-1].astype(np.int64) + steps_offset
-    return np.arange(T, 0, -T / n).round().astype(np.int64) - 1  # "trailing"
-
-
-def alpha_sigma(sigma: torch.Tensor):
-    """(α_t, σ_t) of x_t = α_t x_0 + σ_t ε, α_t² + σ_t² = 1, from their ratio `sigma` = σ_t/α_t."""
-    alpha_t = 1 / ((sigma**2 + 1) ** 0.5)
-    return alpha_t, sigma * alpha_t
-
-
-def to_x0(model_output, x, alpha_t, sigma_t, prediction_type: str) -> torch.Tensor:
-    """x̂_0 implied by the network's prediction of ε, of v = α_t ε - σ_t x_0, or of x_0."""
-    if prediction_type == "epsilon":
-        return (x - sigma_t * model_output) / alpha_t
-    if prediction_type == "v_prediction":
-        return alpha_t * x - sigma_t * model_output
-    return model_output
-
-
-def to_eps(model_output, x, alpha_t, sigma_t, prediction_type: str) -> torch.Tensor:
-    """ε̂ implied by the network's prediction of ε, of v, or of x_0."""
-    if prediction_type == "epsilon":
-        return model_output
-    if prediction_type == "v_prediction":
-        return alpha_t * model_output + sigma_t * x
-    return (x - alpha_t * model_output) / sigma_t
-
-
-class DPMSolverMultistepScheduler(SchedulerMixin):
+class DPMSolverMultistepScheduler(LambdaSchedulerMixin):
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
                  beta_end: float = 0.02, beta_schedule: str = "linear",
@@ -106,14 +66,8 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         if algorithm_type == "dpmsolver" and final_sigmas_type == "zero":
             raise ValueError("algorithm_type='dpmsolver' cannot step to σ = 0 (its update has "
                              "σ_t (e^h - 1) = 0·∞ there); pass final_sigmas_type='sigma_min'")
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                trained_betas, rescale_betas_zero_snr)
-        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make λ_T = -∞
-        self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
-        self.init_noise_sigma = 1.0  # x_T ~ N(0, I): the network sees x_t unscaled
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
+        self._init_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+                            rescale_betas_zero_snr)
         self.model_outputs, self.lower_order_nums, self.step_index = [None] * solver_order, 0, None
 
     @classmethod
@@ -131,38 +85,17 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
 
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose the N timesteps, their σ_i (interpolated or Karras) and σ_N; clear the history."""
-        n, T, config = num_inference_steps, self.config.num_train_timesteps, self.config
-        check_num_inference_steps(n, T)
-        timesteps = multistep_timesteps(n, T, config.timestep_spacing, config.steps_offset)
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
-        if config.use_karras_sigmas:  # EDM eq. (5), then the (rounded) timesteps of those σ
-            sigmas = karras_sigmas(train_sigmas[0].item(), train_sigmas[-1].item(), n)
-            timesteps = sigma_to_t(sigmas, np.log(train_sigmas))
-            if config.beta_schedule != "squaredcos_cap_v2":
-                timesteps = timesteps.round()
-        else:
-            check_distinct_timesteps(timesteps, config.timestep_spacing)
-            sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
-        sigma_last = train_sigmas[0].item() if config.final_sigmas_type == "sigma_min" else 0.0
-        self.sigmas = torch.from_numpy(np.concatenate([sigmas, [sigma_last]]).astype(np.float32))
-        self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.int64)
-        self.num_inference_steps = len(timesteps)
-        self.model_outputs = [None] * config.solver_order
+        self._set_schedule(num_inference_steps, device, round_karras_timesteps=(
+            self.config.beta_schedule != "squaredcos_cap_v2"))
+        self.model_outputs = [None] * self.config.solver_order
         self.lower_order_nums, self.step_index = 0, None
-
-    def scale_model_input(self, sample: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """No scaling: the network sees x_t itself."""
-        return sample
 
     def convert_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
         """The network's output as x̂_0 ("++": data prediction) or as ε̂ ("dpmsolver")."""
-        alpha_t, sigma_t = alpha_sigma(self.sigmas[self.step_index])
         c = self.config
         if c.algorithm_type != "dpmsolver":
-            x0 = to_x0(model_output, sample, alpha_t, sigma_t, c.prediction_type)
-            if c.thresholding:
-                x0 = dynamic_threshold(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
-            return x0
+            return self._to_x0(model_output, sample)
+        alpha_t, sigma_t = alpha_sigma(self.sigmas[self.step_index])
         eps = to_eps(model_output, sample, alpha_t, sigma_t, c.prediction_type)
         if c.thresholding:  # threshold the x̂_0 that this ε̂ implies, then convert back
             x0 = dynamic_threshold((sample - sigma_t * eps) / alpha_t,
@@ -198,11 +131,6 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
         self.step_index += 1
         return SchedulerOutput(prev_sample.to(model_output.dtype))
-
-    def _lambda(self, k: int) -> torch.Tensor:
-        """λ_k = log(α_k / σ_k) at step k of the schedule."""
-        alpha_k, sigma_k = alpha_sigma(self.sigmas[k])
-        return torch.log(alpha_k) - torch.log(sigma_k)
 
     def _update(self, x: torch.Tensor, order: int, noise: Optional[torch.Tensor]):
         """x_{i+1} = c_x x_i + c_0 D0 [+ c_1 D1 [+ c_2 D2]] [+ c_z z]: Taylor terms of order 1-3."""
@@ -243,8 +171,3 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
                 alpha_t * (e / (-2.0 * h) + 1.0),
                 alpha_t * ((1.0 - torch.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5),
                 sigma_t * torch.sqrt(1.0 - torch.exp(-2 * h)))
-
-    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
-        """x_t = α_t x_0 + σ_t ε, with σ_t/α_t looked up in the inference schedule."""
-        alpha_t, sigma_t = alpha_sigma(sigmas_at(self, timesteps, original_samples))
-        return alpha_t * original_samples + sigma_t * noise

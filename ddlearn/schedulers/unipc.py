@@ -2,7 +2,7 @@
 
 Mirrors `diffusers.UniPCMultistepScheduler`. Each step first *corrects* the previous step's result
 x_i with the prediction the network just made at x_i (no extra network call), then *predicts*
-x_{i+1} from the history, like DPM-Solver++ (see `dpm_solver.py` for the λ-time picture).
+x_{i+1} from the history, like DPM-Solver++ (`lambda_space.py` has the λ-time picture they share).
 
 Notation (Zhao et al. 2023; x_t = α_t x_0 + σ_t ε, λ = log(α/σ)):
 
@@ -30,24 +30,15 @@ from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
     check_choice,
-    check_distinct_timesteps,
-    check_num_inference_steps,
     check_sigma_range,
-    dynamic_threshold,
     index_for_timestep,
-    karras_sigmas,
-    make_betas,
-    sigma_to_t,
-    sigmas_at,
-    sigmas_from_alphas_cumprod,
 )
-from ddlearn.schedulers.dpm_solver import alpha_sigma, multistep_timesteps, to_eps, to_x0
+from ddlearn.schedulers.lambda_space import LambdaSchedulerMixin, alpha_sigma, to_eps
 
 
-class UniPCMultistepScheduler(SchedulerMixin):
+class UniPCMultistepScheduler(LambdaSchedulerMixin):
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
                  beta_end: float = 0.02, beta_schedule: str = "linear",
@@ -73,14 +64,8 @@ class UniPCMultistepScheduler(SchedulerMixin):
             raise ValueError("UniPC can step to σ = 0 only with predict_x0=True, solver_type='bh2' "
                              "and lower_order_final=True (otherwise the last update is 0·∞ = NaN, "
                              "in diffusers too); pass final_sigmas_type='sigma_min'")
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                trained_betas, rescale_betas_zero_snr)
-        self.alphas_cumprod = torch.cumprod(1.0 - self.betas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make λ_T = -∞
-        self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
-        self.init_noise_sigma = 1.0  # x_T ~ N(0, I): the network sees x_t unscaled
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
+        self._init_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
+                            rescale_betas_zero_snr)
         self._reset_history()
 
     def _reset_history(self):
@@ -97,41 +82,18 @@ class UniPCMultistepScheduler(SchedulerMixin):
         return kwargs
 
     def set_timesteps(self, num_inference_steps: int, device=None):
-        """Choose the N timesteps, their σ_i (interpolated or Karras) and σ_N; clear the history."""
-        n, T, config = num_inference_steps, self.config.num_train_timesteps, self.config
-        check_num_inference_steps(n, T)
-        timesteps = multistep_timesteps(n, T, config.timestep_spacing, config.steps_offset)
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
-        if config.use_karras_sigmas:  # EDM eq. (5) over [σ_min, σ_max], then their rounded t
-            low, high = config.sigma_min, config.sigma_max  # None: the training range
-            sigmas = karras_sigmas(train_sigmas[0].item() if low is None else low,
-                                   train_sigmas[-1].item() if high is None else high, n)
-            timesteps = sigma_to_t(sigmas, np.log(train_sigmas)).round()
-            sigma_min = sigmas[-1]
-        else:
-            check_distinct_timesteps(timesteps, config.timestep_spacing)
-            sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
-            sigma_min = train_sigmas[0].item()
-        sigma_last = sigma_min if config.final_sigmas_type == "sigma_min" else 0.0
-        self.sigmas = torch.from_numpy(np.concatenate([sigmas, [sigma_last]]).astype(np.float32))
-        self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.int64)
-        self.num_inference_steps = len(timesteps)
+        """Choose the N timesteps, their σ_i (interpolated, or Karras over [sigma_min, sigma_max])
+        and σ_N; clear the history."""
+        self._set_schedule(num_inference_steps, device, self.config.sigma_min,
+                           self.config.sigma_max)
         self._reset_history()
-
-    def scale_model_input(self, sample: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """No scaling: the network sees x_t itself."""
-        return sample
 
     def convert_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
         """The network's output as x̂_0 (predict_x0, thresholded if asked) or as ε̂."""
+        if self.config.predict_x0:
+            return self._to_x0(model_output, sample)
         alpha_t, sigma_t = alpha_sigma(self.sigmas[self.step_index])
-        c = self.config
-        if not c.predict_x0:
-            return to_eps(model_output, sample, alpha_t, sigma_t, c.prediction_type)
-        x0 = to_x0(model_output, sample, alpha_t, sigma_t, c.prediction_type)
-        if c.thresholding:
-            x0 = dynamic_threshold(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
-        return x0
+        return to_eps(model_output, sample, alpha_t, sigma_t, self.config.prediction_type)
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: Optional[torch.Generator] = None) -> SchedulerOutput:
@@ -161,10 +123,6 @@ class UniPCMultistepScheduler(SchedulerMixin):
         self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
         self.step_index += 1
         return SchedulerOutput(prev_sample)
-
-    def _lambda(self, k: int) -> torch.Tensor:
-        alpha_k, sigma_k = alpha_sigma(self.sigmas[k])
-        return torch.log(alpha_k) - torch.log(sigma_k)
 
     def _terms(self, t: int, order: int):
         """Shared by UniP and UniC for a step s0 = t-1 -> t: the r_k, D_k/r_k, B(h), R and b."""
@@ -216,8 +174,3 @@ class UniPCMultistepScheduler(SchedulerMixin):
                   else torch.linalg.solve(R, b).to(x.dtype)).to(x.device)
         corr = 0 if D1s is None else torch.einsum("k,bk...->b...", rhos_c[:-1], D1s)
         return (x_t - c_m * B_h * (corr + rhos_c[-1] * (m_t - self.model_outputs[-1]))).to(x.dtype)
-
-    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
-        """x_t = α_t x_0 + σ_t ε, with σ_t/α_t looked up in the inference schedule."""
-        alpha_t, sigma_t = alpha_sigma(sigmas_at(self, timesteps, original_samples))
-        return alpha_t * original_samples + sigma_t * noise
