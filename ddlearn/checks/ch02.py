@@ -15,7 +15,7 @@ import torch
 
 from ddlearn.checks import ExerciseError, compare_with_mistakes, run_check
 from ddlearn.checks.ch01 import _tiny_unet, as_tensor
-from ddlearn.schedulers.common import discrete_timesteps
+from ddlearn.schedulers.alpha_space import discrete_timesteps
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
 from ddlearn.schedulers.euler import EulerDiscreteScheduler

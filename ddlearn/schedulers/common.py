@@ -1,5 +1,9 @@
 """What every scheduler shares: beta schedules, the forward process q(x_t | x_0), sigma helpers.
 
+Three families build on `SchedulerMixin`, each with what its members share in one file:
+`alpha_space.py` (DDPM, DDIM, PNDM: step x_t at integer timesteps), `sigma_space.py` (Euler, Euler
+ancestral, Heun, LMS: integrate in σ) and `lambda_space.py` (DPM-Solver, UniPC: multistep in λ).
+
 Notation (Ho et al. 2020, "DDPM"; Karras et al. 2022, "EDM"):
 
 | code                | paper         | meaning                                                 |
@@ -157,24 +161,8 @@ class SchedulerMixin(ConfigMixin):
 
 
 # --------------------------------------------------------------------------------------------------
-# Shared by several samplers (appended by the Euler / DPM-Solver / UniPC author)
+# Shared by several samplers
 # --------------------------------------------------------------------------------------------------
-def sigma_timesteps(num_inference_steps: int, num_train_timesteps: int, timestep_spacing: str,
-                    steps_offset: int = 0) -> np.ndarray:
-    """Float timesteps t_1 > ... > t_N of the σ-space samplers (Euler, Euler ancestral, Heun, LMS).
-
-    Lin et al. 2023, Table 2: "linspace" keeps both ends, "leading" starts at 0,
-    "trailing" ends at T-1.
-    """
-    n, T = num_inference_steps, num_train_timesteps
-    if timestep_spacing == "linspace":  # not rounded: σ is interpolated between training steps
-        return np.linspace(0, T - 1, n, dtype=np.float32)[::-1].copy()
-    if timestep_spacing == "leading":
-        return (np.arange(0, n) * (T // n)).round()[::-1].astype(np.float32) + steps_offset
-    check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-    return np.arange(T, 0, -T / n).round().astype(np.float32) - 1  # "trailing"
-
-
 def index_for_timestep(schedule: torch.Tensor, timestep) -> int:
     """Where `timestep` sits in `schedule`: the 2nd match if it appears twice (img2img)."""
     matches = (schedule == torch.as_tensor(timestep).to(schedule.device)).nonzero()
@@ -209,24 +197,8 @@ def dynamic_threshold(x0: torch.Tensor, ratio: float, max_value: float) -> torch
     return (torch.clamp(flat, -s, s) / s).reshape(B, *rest).to(dtype)
 
 
-def discrete_timesteps(num_inference_steps: int, num_train_timesteps: int, timestep_spacing: str,
-                       steps_offset: int = 0) -> np.ndarray:
-    """Integer timesteps t_1 > ... > t_N of the ᾱ-space samplers (DDPM, DDIM, PNDM), as int64.
-
-    Same three spacings as `sigma_timesteps` (Lin et al. 2023, Table 2), "linspace" rounded.
-    """
-    n, T = num_inference_steps, num_train_timesteps
-    check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-    check_num_inference_steps(n, T)
-    if timestep_spacing == "linspace":
-        return np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
-    if timestep_spacing == "leading":
-        return (np.arange(0, n) * (T // n))[::-1].astype(np.int64) + steps_offset
-    return np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1  # "trailing"
-
-
 # --------------------------------------------------------------------------------------------------
-# Checks for the Karras σ range and the multistep grids (appended by the scheduler polish)
+# The Karras σ range, and σ from ᾱ
 # --------------------------------------------------------------------------------------------------
 def check_sigma_range(sigma_min: Optional[float], sigma_max: Optional[float]):
     """The config's Karras σ range, when given, must be 0 < sigma_min < sigma_max."""
@@ -236,49 +208,6 @@ def check_sigma_range(sigma_min: Optional[float], sigma_max: Optional[float]):
                          f"needs 0 < sigma_min < sigma_max; pass None to keep the training range")
 
 
-def check_distinct_timesteps(timesteps: np.ndarray, timestep_spacing: str):
-    """A multistep solver divides by the step h = λ_{i+1} - λ_i: a repeated timestep makes h = 0."""
-    if len(np.unique(timesteps)) < len(timesteps):
-        raise ValueError(f"num_inference_steps={len(timesteps)} with timestep_spacing="
-                         f"{timestep_spacing!r} rounds two steps to the same timestep, and a step "
-                         f"of size zero gives NaN (diffusers returns NaN or fails); take fewer "
-                         f"steps, or use timestep_spacing='trailing' or use_karras_sigmas=True")
-
-
 def sigmas_from_alphas_cumprod(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """σ_t = √((1-ᾱ_t)/ᾱ_t) for every training step: the noise level in x_t/√ᾱ_t = x_0 + σ_t ε."""
     return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
-
-
-class SigmaSchedulerMixin(SchedulerMixin):
-    """What the σ-space schedulers (Euler, Euler ancestral, Heun, LMS) share."""
-
-    def _init_schedule(self, betas, rescale_betas_zero_snr=False, timesteps_dtype=torch.float32):
-        """ᾱ from β, and the σ's and timesteps of every training step (used until set_timesteps)."""
-        self.betas = betas
-        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
-        if rescale_betas_zero_snr:
-            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make σ_T infinite
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)  # σ from large to small
-        self.sigmas = torch.cat([train_sigmas.flip(0), torch.zeros(1)])
-        T = len(betas)
-        self.timesteps = torch.arange(T - 1, -1, -1, dtype=timesteps_dtype)
-
-    def _sigmas_at(self, timesteps: np.ndarray, karras=False, sigma_min=None, sigma_max=None):
-        """-> (timesteps, σ's): the training σ interpolated at `timesteps`; with `karras`, EDM
-        eq. (5) over [σ_min, σ_max] (default: the schedule's ends) and the timesteps of those σ."""
-        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
-        sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
-        if karras:
-            low = sigmas[-1].item() if sigma_min is None else sigma_min
-            high = sigmas[0].item() if sigma_max is None else sigma_max
-            sigmas = karras_sigmas(low, high, len(timesteps))
-            timesteps = sigma_to_t(sigmas, np.log(train_sigmas))
-        return timesteps, sigmas
-
-    @property
-    def init_noise_sigma(self) -> torch.Tensor:
-        """Std of x_T: σ_max, or √(σ_max² + 1) when "leading" spacing never reaches t = T-1."""
-        if self.config.timestep_spacing in ("linspace", "trailing"):
-            return self.sigmas.max()
-        return (self.sigmas.max() ** 2 + 1) ** 0.5

@@ -22,20 +22,18 @@ from typing import Optional
 import torch
 
 from ddlearn.config import register_to_config
+from ddlearn.schedulers.alpha_space import AlphaSchedulerMixin, predict_x0
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
     check_choice,
-    discrete_timesteps,
-    dynamic_threshold,
     make_betas,
     randn_like_output,
 )
 
 
-class DDIMScheduler(SchedulerMixin):
+class DDIMScheduler(AlphaSchedulerMixin):
     """DDIM sampling (Song et al. 2021): eq. (12) with σ_t from eq. (16)."""
 
     order = 1
@@ -51,26 +49,10 @@ class DDIMScheduler(SchedulerMixin):
                  rescale_betas_zero_snr: bool = False):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                trained_betas, rescale_betas_zero_snr)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                       trained_betas, rescale_betas_zero_snr))
         # the "previous" ᾱ of the last step: 1 (a clean x_0) or ᾱ at t = 0
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
-        self.init_noise_sigma = 1.0
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)  # until set_timesteps
-
-    def set_timesteps(self, num_inference_steps: int, device=None):
-        """Choose the timesteps to visit, descending, by `config.timestep_spacing`."""
-        c = self.config
-        steps = discrete_timesteps(num_inference_steps, c.num_train_timesteps, c.timestep_spacing,
-                                   c.steps_offset)
-        self.num_inference_steps = num_inference_steps
-        self.timesteps = torch.from_numpy(steps).to(device)
-
-    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
-        """DDIM feeds x_t to the model unscaled."""
-        return sample
 
     def _alpha_prods(self, timestep):
         """(α_t, α_{t-1}). As in diffusers, the previous step is t - T//n for every spacing."""
@@ -91,24 +73,16 @@ class DDIMScheduler(SchedulerMixin):
         alpha_prod_t, alpha_prod_t_prev = self._alpha_prods(timestep)
         beta_prod_t = 1 - alpha_prod_t
 
-        # 2. predicted x_0 and ε (eq. 12; v-prediction: Salimans & Ho 2022)
+        # 2. ε from the network's output (eq. 12; v-prediction: Salimans & Ho 2022)
         if c.prediction_type == "epsilon":
-            pred_original_sample = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
             pred_epsilon = model_output
         elif c.prediction_type == "sample":
-            pred_original_sample = model_output
-            pred_epsilon = (sample - alpha_prod_t**0.5 * pred_original_sample) / beta_prod_t**0.5
+            pred_epsilon = (sample - alpha_prod_t**0.5 * model_output) / beta_prod_t**0.5
         else:
-            pred_original_sample = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
             pred_epsilon = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
 
-        # 3. keep x̂_0 in the data range: dynamic thresholding or plain clipping
-        if c.thresholding:
-            pred_original_sample = dynamic_threshold(
-                pred_original_sample, c.dynamic_thresholding_ratio, c.sample_max_value)
-        elif c.clip_sample:
-            pred_original_sample = pred_original_sample.clamp(-c.clip_sample_range,
-                                                              c.clip_sample_range)
+        # 3. predicted x_0, thresholded or clipped to the data range
+        pred_original_sample = predict_x0(model_output, sample, alpha_prod_t, c)
 
         # 4. σ_t(η) = η √((1 - α_{t-1}) / (1 - α_t)) √(1 - α_t / α_{t-1})  (eq. 16)
         variance = (1 - alpha_prod_t_prev) / beta_prod_t * (1 - alpha_prod_t / alpha_prod_t_prev)

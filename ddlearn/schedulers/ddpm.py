@@ -22,14 +22,12 @@ from typing import Optional
 import torch
 
 from ddlearn.config import register_to_config
+from ddlearn.schedulers.alpha_space import AlphaSchedulerMixin, predict_x0
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
-    SchedulerMixin,
     SchedulerOutput,
     check_choice,
-    discrete_timesteps,
-    dynamic_threshold,
     index_for_timestep,
     make_betas,
     randn_like_output,
@@ -38,7 +36,7 @@ from ddlearn.schedulers.common import (
 VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 
 
-class DDPMScheduler(SchedulerMixin):
+class DDPMScheduler(AlphaSchedulerMixin):
     """The sampler of Ho et al. 2020 (Algorithm 2), on any subset of the T training timesteps."""
 
     order = 1
@@ -55,25 +53,9 @@ class DDPMScheduler(SchedulerMixin):
         check_choice("variance_type", variance_type, VARIANCE_TYPES)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                trained_betas, rescale_betas_zero_snr)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                       trained_betas, rescale_betas_zero_snr))
         self.one = torch.tensor(1.0)
-        self.init_noise_sigma = 1.0
-        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)  # until set_timesteps
-
-    def set_timesteps(self, num_inference_steps: int, device=None):
-        """Choose the timesteps to visit, descending, by `config.timestep_spacing`."""
-        c = self.config
-        steps = discrete_timesteps(num_inference_steps, c.num_train_timesteps, c.timestep_spacing,
-                                   c.steps_offset)
-        self.num_inference_steps = num_inference_steps
-        self.timesteps = torch.from_numpy(steps).to(device)
-
-    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
-        """DDPM feeds x_t to the model unscaled."""
-        return sample
 
     def previous_timestep(self, timestep) -> torch.Tensor:
         """The inference step after `timestep`, or -1 after the last one."""
@@ -104,21 +86,8 @@ class DDPMScheduler(SchedulerMixin):
         current_alpha_t = alpha_prod_t / alpha_prod_t_prev
         current_beta_t = 1 - current_alpha_t
 
-        # 2. predicted x_0 (eq. 15 for ε; v-prediction: x_0 = √ᾱ_t x_t - √(1-ᾱ_t) v)
-        if c.prediction_type == "epsilon":
-            pred_original_sample = (sample - beta_prod_t**0.5 * model_output) / alpha_prod_t**0.5
-        elif c.prediction_type == "sample":
-            pred_original_sample = model_output
-        else:
-            pred_original_sample = alpha_prod_t**0.5 * sample - beta_prod_t**0.5 * model_output
-
-        # 3. keep x̂_0 in the data range: dynamic thresholding or plain clipping
-        if c.thresholding:
-            pred_original_sample = dynamic_threshold(
-                pred_original_sample, c.dynamic_thresholding_ratio, c.sample_max_value)
-        elif c.clip_sample:
-            pred_original_sample = pred_original_sample.clamp(-c.clip_sample_range,
-                                                              c.clip_sample_range)
+        # 2-3. predicted x_0 (eq. 15 for ε), thresholded or clipped to the data range
+        pred_original_sample = predict_x0(model_output, sample, alpha_prod_t, c)
 
         # 4. posterior mean μ̃_t(x_t, x̂_0) (eq. 7)
         pred_original_sample_coeff = alpha_prod_t_prev**0.5 * current_beta_t / beta_prod_t

@@ -32,17 +32,16 @@ from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
     SchedulerOutput,
-    SigmaSchedulerMixin,
     check_choice,
     check_num_inference_steps,
     check_sigma_range,
     index_for_timestep,
     make_betas,
     randn_like_output,
-    sigma_timesteps,
     sigmas_at,
     sigmas_from_alphas_cumprod,
 )
+from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin, sigma_timesteps
 
 
 class EulerDiscreteScheduler(SigmaSchedulerMixin):

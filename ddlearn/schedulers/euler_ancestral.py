@@ -30,15 +30,14 @@ from ddlearn.config import register_to_config
 from ddlearn.schedulers.common import (
     TIMESTEP_SPACINGS,
     SchedulerOutput,
-    SigmaSchedulerMixin,
     check_choice,
     check_num_inference_steps,
     index_for_timestep,
     make_betas,
     randn_like_output,
-    sigma_timesteps,
     sigmas_at,
 )
+from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin, sigma_timesteps
 
 
 class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):

@@ -22,7 +22,6 @@ import torch
 
 from ddlearn.schedulers.common import (
     SchedulerMixin,
-    check_distinct_timesteps,
     check_num_inference_steps,
     dynamic_threshold,
     karras_sigmas,
@@ -31,6 +30,15 @@ from ddlearn.schedulers.common import (
     sigmas_at,
     sigmas_from_alphas_cumprod,
 )
+
+
+def check_distinct_timesteps(timesteps: np.ndarray, timestep_spacing: str):
+    """A multistep solver divides by the step h = λ_{i+1} - λ_i: a repeated timestep makes h = 0."""
+    if len(np.unique(timesteps)) < len(timesteps):
+        raise ValueError(f"num_inference_steps={len(timesteps)} with timestep_spacing="
+                         f"{timestep_spacing!r} rounds two steps to the same timestep, and a step "
+                         f"of size zero gives NaN (diffusers returns NaN or fails); take fewer "
+                         f"steps, or use timestep_spacing='trailing' or use_karras_sigmas=True")
 
 
 def multistep_timesteps(n: int, T: int, spacing: str, steps_offset: int = 0) -> np.ndarray:

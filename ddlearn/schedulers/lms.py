@@ -27,14 +27,13 @@ from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
     SchedulerOutput,
-    SigmaSchedulerMixin,
     check_choice,
     check_num_inference_steps,
     index_for_timestep,
     make_betas,
-    sigma_timesteps,
     sigmas_at,
 )
+from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin, sigma_timesteps
 
 
 class LMSDiscreteScheduler(SigmaSchedulerMixin):

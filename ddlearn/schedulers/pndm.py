@@ -26,17 +26,11 @@ import numpy as np
 import torch
 
 from ddlearn.config import register_to_config
-from ddlearn.schedulers.common import (
-    TIMESTEP_SPACINGS,
-    SchedulerMixin,
-    SchedulerOutput,
-    check_choice,
-    discrete_timesteps,
-    make_betas,
-)
+from ddlearn.schedulers.alpha_space import AlphaSchedulerMixin, discrete_timesteps
+from ddlearn.schedulers.common import TIMESTEP_SPACINGS, SchedulerOutput, check_choice, make_betas
 
 
-class PNDMScheduler(SchedulerMixin):
+class PNDMScheduler(AlphaSchedulerMixin):
     """PRK warm-up + PLMS (Liu et al. 2022, Algorithm 2), or PLMS alone (`skip_prk_steps`)."""
 
     order = 1
@@ -49,12 +43,9 @@ class PNDMScheduler(SchedulerMixin):
                  timestep_spacing: str = "leading", steps_offset: int = 0):
         check_choice("prediction_type", prediction_type, ("epsilon", "v_prediction"))
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                trained_betas)
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                       trained_betas))
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
-        self.init_noise_sigma = 1.0
         self.timesteps = None
 
     def set_timesteps(self, num_inference_steps: int, device=None):
@@ -78,10 +69,6 @@ class PNDMScheduler(SchedulerMixin):
         self.timesteps = torch.from_numpy(timesteps).to(device)
         self.num_inference_steps = n
         self.ets, self.counter, self.cur_model_output, self.cur_sample = [], 0, 0, None
-
-    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
-        """PNDM feeds x_t to the model unscaled."""
-        return sample
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: Optional[torch.Generator] = None) -> SchedulerOutput:
