@@ -33,7 +33,6 @@ from ddlearn.schedulers.common import (
     TIMESTEP_SPACINGS,
     SchedulerOutput,
     check_choice,
-    check_num_inference_steps,
     check_sigma_range,
     index_for_timestep,
     make_betas,
@@ -41,7 +40,7 @@ from ddlearn.schedulers.common import (
     sigmas_at,
     sigmas_from_alphas_cumprod,
 )
-from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin, sigma_timesteps
+from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin
 
 
 class EulerDiscreteScheduler(SigmaSchedulerMixin):
@@ -65,13 +64,9 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
 
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose the N timesteps and their σ_i (interpolated in the training σ's, or Karras')."""
-        T = self.config.num_train_timesteps
-        check_num_inference_steps(num_inference_steps, T)
         self.num_inference_steps = num_inference_steps
-        timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
-                                    self.config.steps_offset)
-        timesteps, sigmas = self._sigmas_at(timesteps, self.config.use_karras_sigmas,
-                                            self.config.sigma_min, self.config.sigma_max)
+        timesteps, sigmas = self._sigma_schedule(num_inference_steps, self.config.use_karras_sigmas,
+                                                 self.config.sigma_min, self.config.sigma_max)
         sigma_last = 0.0
         if self.config.final_sigmas_type == "sigma_min":  # stop at the smallest training σ
             sigma_last = sigmas_from_alphas_cumprod(self.alphas_cumprod)[0].item()
@@ -80,21 +75,12 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
         self.timesteps = torch.from_numpy(timesteps.astype(np.float32)).to(device=device)
         self.step_index = None
 
-    def scale_model_input(self, sample: torch.Tensor, timestep) -> torch.Tensor:
-        """x_t / √(σ² + 1): the unit-variance input the network was trained on (EDM c_in)."""
-        if self.step_index is None:
-            self.step_index = index_for_timestep(self.timesteps, timestep)
-        return sample / ((self.sigmas[self.step_index] ** 2 + 1) ** 0.5)
-
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
              s_noise: float = 1.0, generator: Optional[torch.Generator] = None) -> SchedulerOutput:
         """One Euler step σ_i -> σ_{i+1}, after optional churn (EDM Alg. 2 lines 4-8)."""
         self._check_ready()
-        if isinstance(timestep, int) or (torch.is_tensor(timestep)
-                                         and not timestep.is_floating_point()):
-            raise ValueError("pass a value of `scheduler.timesteps` as timestep, not an integer "
-                             "index (e.g. from enumerate)")
+        self._check_timestep_value(timestep)
         if self.step_index is None:
             self.step_index = index_for_timestep(self.timesteps, timestep)
         sample = sample.to(torch.float32)  # upcast, as diffusers does

@@ -31,13 +31,12 @@ from ddlearn.schedulers.common import (
     TIMESTEP_SPACINGS,
     SchedulerOutput,
     check_choice,
-    check_num_inference_steps,
     index_for_timestep,
     make_betas,
     randn_like_output,
     sigmas_at,
 )
-from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin, sigma_timesteps
+from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin
 
 
 class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
@@ -61,30 +60,17 @@ class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
 
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose the N timesteps and their σ_i, interpolated in the training σ's; σ_N = 0."""
-        T = self.config.num_train_timesteps
-        check_num_inference_steps(num_inference_steps, T)
         self.num_inference_steps = num_inference_steps
-        timesteps = sigma_timesteps(num_inference_steps, T, self.config.timestep_spacing,
-                                    self.config.steps_offset)
-        timesteps, sigmas = self._sigmas_at(timesteps)
+        timesteps, sigmas = self._sigma_schedule(num_inference_steps)
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         self.timesteps = torch.from_numpy(timesteps).to(device=device)
         self.step_index = None
-
-    def scale_model_input(self, sample: torch.Tensor, timestep) -> torch.Tensor:
-        """x_t / √(σ² + 1): the unit-variance input the network was trained on (EDM c_in)."""
-        if self.step_index is None:
-            self.step_index = index_for_timestep(self.timesteps, timestep)
-        return sample / ((self.sigmas[self.step_index] ** 2 + 1) ** 0.5)
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: Optional[torch.Generator] = None) -> SchedulerOutput:
         """Euler step σ_i -> σ_down, then add σ_up · fresh noise."""
         self._check_ready()
-        if isinstance(timestep, int) or (torch.is_tensor(timestep)
-                                         and not timestep.is_floating_point()):
-            raise ValueError("pass a value of `scheduler.timesteps` as timestep, not an integer "
-                             "index (e.g. from enumerate)")
+        self._check_timestep_value(timestep)
         if self.step_index is None:
             self.step_index = index_for_timestep(self.timesteps, timestep)
         sample = sample.to(torch.float32)  # upcast, as diffusers does

@@ -29,12 +29,11 @@ from ddlearn.schedulers.common import (
     TIMESTEP_SPACINGS,
     SchedulerOutput,
     check_choice,
-    check_num_inference_steps,
     index_for_timestep,
     make_betas,
     sigmas_at,
 )
-from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin, sigma_timesteps
+from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin
 
 
 class HeunDiscreteScheduler(SigmaSchedulerMixin):
@@ -64,9 +63,7 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
     def set_timesteps(self, num_inference_steps: int, device=None):
         """N timesteps and σ_i, then every inner one duplicated: 2N - 1 model calls in all."""
         c, n = self.config, num_inference_steps
-        check_num_inference_steps(n, c.num_train_timesteps)
-        timesteps = sigma_timesteps(n, c.num_train_timesteps, c.timestep_spacing, c.steps_offset)
-        timesteps, sigmas = self._sigmas_at(timesteps, c.use_karras_sigmas)  # EDM eq. (5) if Karras
+        timesteps, sigmas = self._sigma_schedule(n, c.use_karras_sigmas)  # EDM eq. (5) if Karras
         sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         # (σ_0, σ_1, ..., σ_N=0) -> (σ_0, σ_1, σ_1, ..., σ_{N-1}, σ_{N-1}, 0)
         self.sigmas = torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])
@@ -75,12 +72,6 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
         self.timesteps = timesteps.to(device=device, dtype=torch.float32)
         self.num_inference_steps = n
         self.prev_derivative = self.dt = self.sample = self.step_index = None
-
-    def scale_model_input(self, sample: torch.Tensor, timestep) -> torch.Tensor:
-        """x / √(σ² + 1): the unit-variance input the network was trained on (EDM c_in)."""
-        if self.step_index is None:
-            self.step_index = index_for_timestep(self.timesteps, timestep)
-        return sample / ((self.sigmas[self.step_index] ** 2 + 1) ** 0.5)
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: Optional[torch.Generator] = None) -> SchedulerOutput:

@@ -28,12 +28,11 @@ from ddlearn.schedulers.common import (
     TIMESTEP_SPACINGS,
     SchedulerOutput,
     check_choice,
-    check_num_inference_steps,
     index_for_timestep,
     make_betas,
     sigmas_at,
 )
-from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin, sigma_timesteps
+from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin
 
 
 class LMSDiscreteScheduler(SigmaSchedulerMixin):
@@ -57,19 +56,11 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose the N timesteps and their σ_i (interpolated in the training σ's, or Karras')."""
         c, n = self.config, num_inference_steps
-        check_num_inference_steps(n, c.num_train_timesteps)
-        timesteps = sigma_timesteps(n, c.num_train_timesteps, c.timestep_spacing, c.steps_offset)
-        timesteps, sigmas = self._sigmas_at(timesteps, c.use_karras_sigmas)  # EDM eq. (5) if Karras
+        timesteps, sigmas = self._sigma_schedule(n, c.use_karras_sigmas)  # EDM eq. (5) if Karras
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.float32)
         self.num_inference_steps = n
         self.derivatives, self.step_index = [], None
-
-    def scale_model_input(self, sample: torch.Tensor, timestep) -> torch.Tensor:
-        """x / √(σ² + 1): the unit-variance input the network was trained on (EDM c_in)."""
-        if self.step_index is None:
-            self.step_index = index_for_timestep(self.timesteps, timestep)
-        return sample / ((self.sigmas[self.step_index] ** 2 + 1) ** 0.5)
 
     def lms_coefficients(self, order: int) -> list:
         """∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ, ℓ_j the Lagrange basis through σ_i, σ_{i-1}, ..., j < order.

@@ -20,6 +20,8 @@ from ddlearn.schedulers.common import (
     TIMESTEP_SPACINGS,
     SchedulerMixin,
     check_choice,
+    check_num_inference_steps,
+    index_for_timestep,
     karras_sigmas,
     sigma_to_t,
     sigmas_from_alphas_cumprod,
@@ -56,9 +58,13 @@ class SigmaSchedulerMixin(SchedulerMixin):
         T = len(betas)
         self.timesteps = torch.arange(T - 1, -1, -1, dtype=timesteps_dtype)
 
-    def _sigmas_at(self, timesteps: np.ndarray, karras=False, sigma_min=None, sigma_max=None):
-        """-> (timesteps, σ's): the training σ interpolated at `timesteps`; with `karras`, EDM
-        eq. (5) over [σ_min, σ_max] (default: the schedule's ends) and the timesteps of those σ."""
+    def _sigma_schedule(self, n: int, karras=False, sigma_min=None, sigma_max=None):
+        """-> (timesteps, σ's) of n inference steps: timesteps by `config.timestep_spacing` and
+        the training σ interpolated at them; with `karras`, EDM eq. (5) over [σ_min, σ_max]
+        (default: the schedule's ends) and the timesteps of those σ."""
+        c = self.config
+        check_num_inference_steps(n, c.num_train_timesteps)
+        timesteps = sigma_timesteps(n, c.num_train_timesteps, c.timestep_spacing, c.steps_offset)
         train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
         sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
         if karras:
@@ -67,6 +73,20 @@ class SigmaSchedulerMixin(SchedulerMixin):
             sigmas = karras_sigmas(low, high, len(timesteps))
             timesteps = sigma_to_t(sigmas, np.log(train_sigmas))
         return timesteps, sigmas
+
+    def scale_model_input(self, sample: torch.Tensor, timestep) -> torch.Tensor:
+        """x_t / √(σ² + 1): the unit-variance input the network was trained on (EDM c_in)."""
+        if self.step_index is None:
+            self.step_index = index_for_timestep(self.timesteps, timestep)
+        return sample / ((self.sigmas[self.step_index] ** 2 + 1) ** 0.5)
+
+    @staticmethod
+    def _check_timestep_value(timestep):
+        """step() looks σ up by the timestep's value: an integer loop index is a mistake."""
+        if isinstance(timestep, int) or (torch.is_tensor(timestep)
+                                         and not timestep.is_floating_point()):
+            raise ValueError("pass a value of `scheduler.timesteps` as timestep, not an integer "
+                             "index (e.g. from enumerate)")
 
     @property
     def init_noise_sigma(self) -> torch.Tensor:
