@@ -180,8 +180,8 @@ def tiny():
     ((2, 4, 16, 16), 1, "in_channels"),
     ((2, 3, 16), 1, r"\(B, 3, H, W\)"),
     ((2, 3, 15, 16), 1, "multiples of 2"),
-    ((2, 3, 16, 16), torch.tensor([1, 2, 3]), r"shape \(\) or \(2,\)"),
-    ((2, 3, 16, 16), torch.ones(2, 1), r"shape \(\) or \(2,\)"),
+    ((2, 3, 16, 16), torch.tensor([1, 2, 3]), r"shape \(\) / \(1,\) / \(2,\)"),
+    ((2, 3, 16, 16), torch.ones(2, 1), r"shape \(\) / \(1,\) / \(2,\)"),
 ])
 def test_unet_2d_bad_inputs(tiny, shape, timestep, match):
     with pytest.raises(ValueError, match=match):

@@ -72,3 +72,14 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, sample: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(sample)))
+
+
+def timestep_batch(timestep, sample: torch.Tensor) -> torch.Tensor:
+    """A number, a 0-d tensor, or a (1,) / (B,) tensor -> a (B,) tensor on sample's device."""
+    B = sample.shape[0]
+    # (a Python float stays a float; diffusers would truncate 17.5 to 17)
+    t = torch.as_tensor(timestep, device=sample.device)
+    if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, B)):
+        raise ValueError(f"timestep should be a number or a tensor of shape () / (1,) / ({B},) "
+                         f"for a batch of {B}, got shape {tuple(t.shape)}")
+    return t.reshape(-1).expand(B)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddlearn.config import register_to_config
-from ddlearn.models.embeddings import TimestepEmbedding, Timesteps
+from ddlearn.models.embeddings import TimestepEmbedding, Timesteps, timestep_batch
 from ddlearn.models.modeling import ModelMixin
 from ddlearn.models.unet_2d_blocks import DownBlock2D, UNetMidBlock2D, UpBlock2D
 
@@ -145,7 +145,7 @@ class UNet2DModel(ModelMixin):
             x = 2 * x - 1.0
 
         # 1. time (+ class) embedding
-        t = self._timesteps(timestep, x)  # (B,)
+        t = timestep_batch(timestep, x)  # (B,)
         temb = self.time_embedding(self.time_proj(t).to(self.dtype))  # (B,) -> (B, 4 C_0)
         if self.class_embedding is not None:
             temb = temb + self.class_embedding(class_labels).to(temb.dtype)
@@ -167,16 +167,6 @@ class UNet2DModel(ModelMixin):
         # 6. head
         h = self.conv_out(F.silu(self.conv_norm_out(h)))
         return UNet2DOutput(sample=h)
-
-    def _timesteps(self, timestep, x: torch.Tensor) -> torch.Tensor:
-        """A number, a 0-d, (1,) or (B,) tensor -> a (B,) tensor on x's device."""
-        B = x.shape[0]
-        # (a Python float stays a float; diffusers would truncate 17.5 to 17)
-        t = torch.as_tensor(timestep, device=x.device)
-        if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, B)):
-            raise ValueError(f"timestep should be a number or a tensor of shape () or ({B},) "
-                             f"(one per sample), got shape {tuple(t.shape)}")
-        return t.reshape(-1).expand(B)
 
     def _check_inputs(self, x: torch.Tensor, class_labels: Optional[torch.Tensor]):
         cfg = self.config

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ddlearn.config import register_to_config
-from ddlearn.models.embeddings import TimestepEmbedding, Timesteps
+from ddlearn.models.embeddings import TimestepEmbedding, Timesteps, timestep_batch
 from ddlearn.models.modeling import ModelMixin
 from ddlearn.models.unet_2d_blocks import DownBlock2D, UpBlock2D
 from ddlearn.models.unet_2d_condition_blocks import (
@@ -241,12 +241,3 @@ def check_inputs(unet: UNet2DConditionModel, sample: torch.Tensor, context: torc
         raise ValueError(f"encoder_hidden_states has batch {context.shape[0]} but sample has "
                          f"{sample.shape[0]}; repeat the text embedding per image")
 
-
-def timestep_batch(timestep, sample: torch.Tensor) -> torch.Tensor:
-    """A number, a 0-d tensor, or a (1,) / (B,) tensor -> a (B,) tensor on sample's device."""
-    B = sample.shape[0]
-    t = torch.as_tensor(timestep, device=sample.device)
-    if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, B)):
-        raise ValueError(f"timestep should be a number or a tensor of shape () / (1,) / ({B},) "
-                         f"for a batch of {B}, got shape {tuple(t.shape)}")
-    return t.reshape(-1).expand(B)
