@@ -152,6 +152,13 @@ def test_stable_diffusion_options_match_diffusers(sd_folder):
     assert_same_images(images_of(ours, **call), images_of(theirs, **call))
 
 
+def test_guidance_rescale_matches_diffusers(sd_folder):
+    ours, theirs = sd_pair(sd_folder, "DDIMScheduler")
+    rescaled = images_of(ours, **SD_CALL, guidance_rescale=0.7)
+    assert_same_images(rescaled, images_of(theirs, **SD_CALL, guidance_rescale=0.7))
+    assert np.abs(rescaled - images_of(ours, **SD_CALL)).max() > 1e-3  # it does change the image
+
+
 def test_prompt_embeds_and_latents_give_the_same_image(sd_folder):
     pipe = ddlearn.StableDiffusionPipeline.from_pretrained(sd_folder)
     embeds, negative = pipe.encode_prompt("a red moth", 1, True)

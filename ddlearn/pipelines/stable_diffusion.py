@@ -11,6 +11,7 @@ with Latent Diffusion Models"), minus the safety checker. Classifier-free guidan
 | `latents`            | z_t   | noisy latent, (B, 4, H/f, W/f) with f = `vae_scale_factor`      |
 | `prompt_embeds`      | c     | CLIP text-encoder output, (B, 77, d)                            |
 | `guidance_scale`     | w     | 1 = no guidance; SD uses 7.5                                    |
+| `guidance_rescale`   | φ     | 0 = off; pulls std(ε̂) back towards std(ε_c) (Lin et al. §3.4)   |
 | `scaling_factor`     |       | latents are z / scaling_factor before `vae.decode` (≈ unit var) |
 """
 
@@ -35,6 +36,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
                  guidance_scale: float = 7.5, negative_prompt=None, num_images_per_prompt: int = 1,
                  eta: float = 0.0, generator=None, latents=None, prompt_embeds=None,
                  negative_prompt_embeds=None, output_type: str = "pil",
+                 guidance_rescale: float = 0.0,
                  callback_on_step_end=None) -> ImagePipelineOutput:
         # 0. defaults and input checks
         height = height or self.unet.config.sample_size * self.vae_scale_factor
@@ -52,7 +54,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
         # 3. denoise, then decode
         latents = self.denoise(latents, self.scheduler.timesteps, prompt_embeds,
                                negative_prompt_embeds, guidance_scale, generator, eta,
-                               callback_on_step_end)
+                               callback_on_step_end, guidance_rescale=guidance_rescale)
         return ImagePipelineOutput(self.postprocess(self.decode_latents(latents), output_type))
 
     # ---- 1. prompts ----------------------------------------------------------------------------
@@ -105,7 +107,8 @@ class StableDiffusionPipeline(DiffusionPipeline):
 
     # ---- 3. the denoising loop -----------------------------------------------------------------
     def denoise(self, latents, timesteps, prompt_embeds, negative_prompt_embeds, guidance_scale,
-                generator=None, eta=0.0, callback_on_step_end=None, after_step=None):
+                generator=None, eta=0.0, callback_on_step_end=None, after_step=None,
+                guidance_rescale: float = 0.0):
         """The sampler loop with classifier-free guidance over one batched uncond+cond UNet pass."""
         step_kwargs = self.step_kwargs(generator, eta)
         do_cfg = negative_prompt_embeds is not None
@@ -117,6 +120,8 @@ class StableDiffusionPipeline(DiffusionPipeline):
             if do_cfg:  # ε̂ = ε_∅ + w (ε_c - ε_∅)
                 noise_uncond, noise_text = noise_pred.chunk(2)
                 noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+                if guidance_rescale > 0:
+                    noise_pred = rescale_guided_noise(noise_pred, noise_text, guidance_rescale)
             latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs).prev_sample
             if after_step is not None:  # e.g. inpainting re-imposes the known region
                 latents = after_step(i, latents)
@@ -136,3 +141,13 @@ class StableDiffusionPipeline(DiffusionPipeline):
     def decode_latents(self, latents) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1] (B, 3, H, W)."""
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+
+
+def rescale_guided_noise(noise_cfg, noise_text, guidance_rescale: float) -> torch.Tensor:
+    """Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed", §3.4:
+    guidance inflates the spread of ε̂ (over-exposed, over-saturated images). Rescale ε̂ to the
+    per-sample std of the conditional ε_c, then mix: φ · rescaled + (1 - φ) · ε̂."""
+    dims = list(range(1, noise_cfg.ndim))  # every axis but the batch
+    rescaled = noise_cfg * (noise_text.std(dim=dims, keepdim=True)
+                            / noise_cfg.std(dim=dims, keepdim=True))
+    return guidance_rescale * rescaled + (1 - guidance_rescale) * noise_cfg
