@@ -21,6 +21,7 @@ from torch import nn
 
 import ddlearn
 from ddlearn.data.butterflies import PATTERNS, caption_for, make_butterfly
+from ddlearn.models.vae_wrapper import VAEWrapper
 
 PROMPTS = [(wing, pattern_colour, pattern)
            for pattern in PATTERNS
@@ -39,15 +40,13 @@ def classifier() -> nn.Module:
 @torch.no_grad()
 def through_vae(vae, first_seed: int, n: int):
     """n synthetic butterflies after a VAE round trip: (images (n, 3, 32, 32), patterns)."""
-    images, patterns = [], []
-    for seed in range(first_seed, first_seed + n):
-        image, attrs = make_butterfly(seed, 32)
-        images.append(torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1)
-        patterns.append(PATTERNS.index(attrs["pattern"]))
-    x = torch.stack(images)
-    x = torch.cat([vae.decode(vae.encode(x[i:i + 256]).latent_dist.mode()).sample.clamp(-1, 1)
-                   for i in range(0, n, 256)])
-    return x, torch.tensor(patterns)
+    round_trip = VAEWrapper(vae)
+    butterflies = [make_butterfly(seed, 32) for seed in range(first_seed, first_seed + n)]
+    images = np.stack([image for image, _ in butterflies])  # (n, 32, 32, 3) uint8
+    x = torch.cat([round_trip.decode(round_trip.encode(images[i:i + 256]), output_type="pt")
+                   for i in range(0, n, 256)])  # in [0, 1]
+    patterns = torch.tensor([PATTERNS.index(attrs["pattern"]) for _, attrs in butterflies])
+    return x * 2 - 1, patterns
 
 
 def train_classifier(vae, n_train=12_000, epochs=4, seed=0):
@@ -67,11 +66,9 @@ def train_classifier(vae, n_train=12_000, epochs=4, seed=0):
 
 
 @torch.no_grad()
-def predict_patterns(net, images) -> np.ndarray:
+def predict_patterns(net, images, vae) -> np.ndarray:
     """PIL images -> the index of the predicted pattern of each."""
-    x = torch.stack([torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 127.5 - 1
-                     for im in images])
-    return net(x).argmax(1).numpy()
+    return net(VAEWrapper(vae).to_tensor(images) * 2 - 1).argmax(1).numpy()  # in [-1, 1]
 
 
 def main():
@@ -101,7 +98,7 @@ def main():
             images = pipe([caption_for(wing, pattern, pattern_colour)] * args.n,
                           num_inference_steps=args.steps, guidance_scale=guidance,
                           generator=torch.Generator().manual_seed(0)).images
-            right.append(predict_patterns(net, images) == PATTERNS.index(pattern))
+            right.append(predict_patterns(net, images, pipe.vae) == PATTERNS.index(pattern))
         hits[guidance] = np.concatenate(right)
         per_pattern = [np.concatenate(right[2 * i:2 * i + 2]).mean()  # PROMPTS: 2 per pattern
                        for i in range(len(PATTERNS))]
