@@ -3,15 +3,24 @@ checkpoints shipped in the repository's data/models/."""
 
 from pathlib import Path
 
-DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
+# The repository's data/ folder (shipped checkpoints in data/models/, figures in data/figures/)
+# travels inside the installed package as ddlearn/data/shipped/ (setup.py copies it into the
+# wheel: `pip install`, `pip install git+URL`, Colab). In a clone or an editable install it is
+# read in place, beside the package.
+_INSTALLED, _CLONE = (Path(__file__).resolve().parent / "shipped",
+                      Path(__file__).resolve().parents[2] / "data")
+DATA_ROOT = _INSTALLED if (_INSTALLED / "models").is_dir() else _CLONE
 
 
 def shipped_model(name: str) -> Path:
-    """The folder of a checkpoint shipped in data/models/, whatever the current directory."""
+    """The folder of a checkpoint shipped with ddlearn (data/models/<name>), whatever the current
+    directory and however ddlearn was installed."""
     folder = DATA_ROOT / "models" / name
     if not folder.is_dir():
-        found = sorted(p.name for p in (DATA_ROOT / "models").glob("*"))
-        raise FileNotFoundError(f"no shipped model {name!r} in {DATA_ROOT / 'models'} (found: "
-                                f"{', '.join(found) or 'nothing'}); the data/ folder comes with a "
-                                f"clone of the ddlearn repository (then `pip install -e .`)")
+        models = DATA_ROOT / "models"
+        found = sorted(p.name for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+        raise FileNotFoundError(
+            f"no shipped model {name!r} in {models} (shipped: {', '.join(found) or 'none'}); "
+            f"reinstall ddlearn with pip (the wheel carries data/), or work in a clone with "
+            f"`pip install -e .`")
     return folder
