@@ -43,6 +43,15 @@ def test_links_into_the_repository_use_its_url_and_existing_files(path):
         assert (ROOT / name).is_file(), f"{path.name} links to {name}, which does not exist"
 
 
+def test_readme_badges_and_links_follow_the_url():
+    readme = (ROOT / "README.md").read_text()
+    slug = repository_url().removeprefix("https://github.com/")
+    for path in CHAPTERS:
+        assert colab_badge(f"chapters/{path.name}") in readme, f"README: no badge for {path.name}"
+    for other in re.findall(r"github\.com/([\w.-]+/[\w.-]*[\w-])", readme):
+        assert other == slug, f"README links to github.com/{other}, not to {repository_url()}"
+
+
 def test_badges_follow_the_url(monkeypatch, tmp_path):
     """Change the URL in one place and the generated cells follow it."""
     import chapter_headers
