@@ -118,13 +118,16 @@ class ConfigMixin:
     @classmethod
     def extract_init_kwargs(cls, config, **overrides) -> dict:
         """Keep the keys `__init__` takes; warn once about the rest; check required keys exist."""
-        params = _init_parameters(cls)
+        params = init_parameters(cls)
         config = {**dict(config), **overrides}
         source = config.get("_class_name", cls.__name__)
-        unknown = sorted(k for k in config if k not in params and not k.startswith("_")
+        # keys a compatible class takes (DDPM's variance_type kept by a DDIM swapped in for it)
+        # are diffusers' "hidden" keys: kept silently, as diffusers does
+        known = set(params).union(*(init_parameters(c) for c in cls.compatible_classes()))
+        unknown = sorted(k for k in config if k not in known and not k.startswith("_")
                          and k not in cls.ignore_for_config)
         if unknown and source == cls.__name__:
-            # same class, keys we don't know: most likely written by a newer diffusers
+            # same class, keys no compatible class knows: most likely from a newer diffusers
             warnings.warn(f"{cls.__name__}: ignoring config keys it does not implement: "
                           f"{', '.join(unknown)}", stacklevel=3)
         # (a config of another class, e.g. DDPM's when swapping schedulers, is expected to differ)
@@ -139,12 +142,24 @@ class ConfigMixin:
                              f"{', '.join(missing)}")
         return kwargs
 
+    @classmethod
+    def compatible_classes(cls) -> tuple:
+        """Classes whose configs this one can be built from (schedulers: every scheduler)."""
+        return ()
+
+    def to_json_string(self) -> str:
+        """The config as diffusers writes it: the arguments plus `_class_name`, keys sorted."""
+        data = {k: v for k, v in self.config.items() if k != "_use_default_values"}
+        data["_class_name"] = type(self).__name__
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+    def __repr__(self):  # diffusers prints a scheduler as its class name and JSON config
+        return f"{type(self).__name__} {self.to_json_string()}"
+
     def save_config(self, save_directory) -> Path:
         """Write `<save_directory>/<config_name>` atomically; returns its path."""
         path = Path(save_directory) / self.config_name
-        data = {k: v for k, v in self.config.items() if k != "_use_default_values"}
-        data["_class_name"] = type(self).__name__
-        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, self.to_json_string())
         return path
 
     @classmethod
@@ -166,7 +181,7 @@ class ConfigMixin:
 # --------------------------------------------------------------------------------------------------
 # Type checking of config values against the `__init__` annotations
 # --------------------------------------------------------------------------------------------------
-def _init_parameters(cls) -> dict:
+def init_parameters(cls) -> dict:
     params = dict(inspect.signature(cls.__init__).parameters)
     params.pop("self", None)
     return {k: p for k, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}

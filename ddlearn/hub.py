@@ -22,8 +22,12 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
-def resolve_folder(path_or_repo_id, subfolder=None) -> Path:
-    """A local folder for `path_or_repo_id` (+ `subfolder`), downloaded first if it is a Hub id."""
+def resolve_folder(path_or_repo_id, subfolder=None, variant=None, **hub_options) -> Path:
+    """A local folder for `path_or_repo_id` (+ `subfolder`), downloaded first if it is a Hub id.
+
+    `hub_options` (`revision`, `cache_dir`, `token`, `local_files_only`, ...) go to
+    huggingface_hub; a local folder ignores them, as in diffusers. `variant` ("fp16") picks which
+    weights file to download."""
     local = Path(path_or_repo_id).expanduser()
     if local.exists():
         folder = local / subfolder if subfolder else local
@@ -34,22 +38,23 @@ def resolve_folder(path_or_repo_id, subfolder=None) -> Path:
     if name.count("/") != 1 or name.startswith((".", "/")) or " " in name:
         raise FileNotFoundError(f"{name!r} is neither an existing folder nor a Hub id like "
                                 "'org/name'")
-    root = Path(_snapshot(name, subfolder))
+    root = Path(_snapshot(name, subfolder, variant, hub_options))
     return root / subfolder if subfolder else root
 
 
-def _snapshot(repo_id: str, subfolder=None) -> str:
+def _snapshot(repo_id: str, subfolder, variant, hub_options: dict) -> str:
     from huggingface_hub import snapshot_download  # imported late: only needed for Hub ids
 
     prefix = f"{subfolder}/" if subfolder else ""
+    offline = is_offline() or hub_options.get("local_files_only")
     try:
-        if is_offline():
-            return snapshot_download(repo_id, local_files_only=True)
-        patterns = _patterns_for(repo_id, prefix)
-        return snapshot_download(repo_id, allow_patterns=patterns)
+        if offline:
+            return snapshot_download(repo_id, **{**hub_options, "local_files_only": True})
+        patterns = _patterns_for(repo_id, prefix, variant, hub_options)
+        return snapshot_download(repo_id, allow_patterns=patterns, **hub_options)
     except Exception as e:  # noqa: BLE001 - any failure here means "could not get the files"
-        reason = "HF_HUB_OFFLINE=1 and it is not in the local cache" if is_offline() else \
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'}"
+        reason = ("offline and it is not in the local cache" if offline else
+                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no details'}")
         raise HubOfflineError(
             f"cannot load Hub id '{repo_id}' ({reason}). Download it once while online "
             f"(`huggingface-cli download {repo_id}`), or pass a local folder instead, e.g. the "
@@ -57,13 +62,17 @@ def _snapshot(repo_id: str, subfolder=None) -> str:
         ) from None
 
 
-def _patterns_for(repo_id: str, prefix: str) -> list:
-    """JSON/text files, plus one weights file per folder: safetensors if present, else the .bin."""
+def _patterns_for(repo_id: str, prefix: str, variant, hub_options: dict) -> list:
+    """JSON/text files, plus one weights file per folder: safetensors if present, else the .bin
+    (the `variant`'s file, e.g. diffusion_pytorch_model.fp16.safetensors, when one is asked)."""
     from huggingface_hub import HfApi
 
-    files = [f for f in HfApi().list_repo_files(repo_id) if f.startswith(prefix)]
+    listing = {k: v for k, v in hub_options.items() if k in ("revision", "token")}
+    files = [f for f in HfApi().list_repo_files(repo_id, **listing) if f.startswith(prefix)]
     patterns = [prefix + p for p in _TEXT_FILES]
     weight_names = ["diffusion_pytorch_model", "model", "pytorch_model"]
+    if variant:
+        weight_names = [f"{w}.{variant}" for w in weight_names]
     folders = {os.path.dirname(f) for f in files}
     for folder in folders:
         stem = f"{folder}/" if folder else ""

@@ -18,9 +18,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ddlearn.config import ConfigMixin
+from ddlearn.config import ConfigMixin, init_parameters
 from ddlearn.files import atomic_write
 from ddlearn.hub import resolve_folder
+from ddlearn.options import hub_options, refuse_unsupported, unexpected
 
 
 class ModelMixin(torch.nn.Module, ConfigMixin):
@@ -40,31 +41,105 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def save_pretrained(self, save_directory) -> Path:
-        folder = Path(save_directory)
-        self.save_config(folder)
+    def save_pretrained(self, save_directory, is_main_process: bool = True,
+                        safe_serialization: bool = True, variant=None, max_shard_size=None,
+                        **kwargs) -> Path:
+        """Write config.json and the weights (`<weights_name>` with the variant, e.g.
+        diffusion_pytorch_model.fp16.safetensors), atomically, as diffusers does."""
+        where = f"{type(self).__name__}.save_pretrained"
+        refuse_unsupported(where, kwargs)
+        if kwargs:
+            raise unexpected(where, next(iter(kwargs)), ["is_main_process", "safe_serialization",
+                                                         "variant", "max_shard_size"])
+        if not safe_serialization:
+            raise NotImplementedError(f"{where}: safe_serialization=False would write a pickle, "
+                                      f"which can run code when loaded; ddlearn saves safetensors")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        check_shard_size(where, state, max_shard_size)
+        folder = Path(save_directory)
+        if is_main_process:
+            self.save_config(folder)
         write = lambda tmp: save_file(state, tmp, {"format": "pt"})
-        atomic_write(folder / self.weights_name, write)
+        atomic_write(folder / with_variant(self.weights_name, variant), write)
         return folder
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id, subfolder=None, torch_dtype=None):
-        folder = resolve_folder(path_or_repo_id, subfolder)
-        model = cls.from_config(cls.load_config(folder))
-        state = convert_legacy_attention_keys(load_weights(folder, cls.weights_name))
+    def from_pretrained(cls, path_or_repo_id, subfolder=None, torch_dtype=None,
+                        use_safetensors=None, variant=None, output_loading_info: bool = False,
+                        **kwargs):
+        """Build the model from `config.json`, then copy in the weights key for key.
+
+        Takes diffusers' arguments (see `ddlearn.options`): Hub options go to huggingface_hub,
+        other keywords are config overrides (`in_channels=9`). Torch's global random state is
+        left as it was, as in diffusers: `torch.manual_seed(0)` before loading still fixes what
+        comes after."""
+        where = f"{cls.__name__}.from_pretrained"
+        hub = hub_options(kwargs)
+        refuse_unsupported(where, kwargs)
+        for name in kwargs:
+            if name not in init_parameters(cls):
+                raise unexpected(where, name, ["subfolder", "torch_dtype", "use_safetensors",
+                                               "variant", "output_loading_info",
+                                               *init_parameters(cls)])
+        if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
+            raise TypeError(f"{where}: torch_dtype must be a torch.dtype such as torch.float16, "
+                            f"not {torch_dtype!r}")
+        folder = resolve_folder(path_or_repo_id, subfolder, variant, **hub)
+        with torch.random.fork_rng(devices=[]):  # the random init is thrown away: no trace
+            model = cls.from_config(cls.load_config(folder), **kwargs)
+        state = cls.convert_state_dict(load_weights(folder, cls.weights_name, variant,
+                                                    use_safetensors))
         check_state_dict(model, state, source=folder)
         model.load_state_dict(state, strict=True)
-        if torch_dtype is not None:
-            model = model.to(torch_dtype)
-        return model.eval()
+        model = (model.to(torch_dtype) if torch_dtype is not None else model).eval()
+        if output_loading_info:  # strict loading: nothing is ever missing or mismatched
+            return model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [],
+                           "error_msgs": []}
+        return model
+
+    @classmethod
+    def convert_state_dict(cls, state: dict) -> dict:
+        """Rename keys of older checkpoints to today's names (subclasses add their own)."""
+        return convert_legacy_attention_keys(state)
 
 
-def load_weights(folder: Path, weights_name: str) -> dict:
-    """Read the safetensors file in `folder`; a legacy `.bin` only through `weights_only=True`."""
-    path = folder / weights_name
-    legacy = path.with_suffix(".bin")
-    if not path.exists() and legacy.exists():
+def with_variant(weights_name: str, variant=None) -> str:
+    """diffusion_pytorch_model.safetensors -> diffusion_pytorch_model.fp16.safetensors."""
+    if not variant:
+        return weights_name
+    stem, ext = weights_name.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}"
+
+
+def check_shard_size(where: str, state: dict, max_shard_size):
+    """diffusers splits a checkpoint bigger than `max_shard_size` ("10GB", "500MB" or bytes);
+    ddlearn writes one file, so it refuses only when a split would be needed."""
+    if max_shard_size is None:
+        return
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    if isinstance(max_shard_size, str):
+        number, unit = re.fullmatch(r"\s*([\d.]+)\s*([KMG]i?B)\s*", max_shard_size, re.I).groups()
+        max_shard_size = float(number) * units[unit.upper()]
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    if size > max_shard_size:
+        raise NotImplementedError(f"{where}: the weights ({size / 1e6:.0f} MB) exceed "
+                                  f"max_shard_size, and ddlearn does not write sharded files; "
+                                  f"raise max_shard_size or leave it out")
+
+
+def load_weights(folder: Path, weights_name: str, variant=None, use_safetensors=None) -> dict:
+    """Read the safetensors file in `folder`; a legacy `.bin` only through `weights_only=True`.
+
+    `use_safetensors=True` insists on the safetensors file, False asks for the `.bin`, None
+    (the default) takes the safetensors file and falls back to the `.bin`, as in diffusers."""
+    path = folder / with_variant(weights_name, variant)
+    legacy = folder / with_variant(LEGACY_WEIGHTS.get(weights_name, weights_name), variant)
+    legacy = legacy.with_suffix(".bin")
+    if use_safetensors is False or (use_safetensors is None and not path.exists()
+                                    and legacy.exists()):
+        if not legacy.exists():
+            raise FileNotFoundError(f"use_safetensors=False asks for {legacy.name}, which is not "
+                                    f"in {folder}; leave use_safetensors out to load {path.name}")
         try:
             return torch.load(legacy, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
@@ -73,8 +148,9 @@ def load_weights(folder: Path, weights_name: str) -> dict:
                              f"safetensors with a trusted tool first ({type(e).__name__})."
                              ) from None
     if not path.exists():
-        raise FileNotFoundError(f"no weights file {weights_name} in {folder}; save the model with "
-                                f"`.save_pretrained(dir)` or download the checkpoint again")
+        asked = " (use_safetensors=True)" if use_safetensors else ""
+        raise FileNotFoundError(f"no weights file {path.name} in {folder}{asked}; save the model "
+                                f"with `.save_pretrained(dir)` or download the checkpoint again")
     try:
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
@@ -82,6 +158,8 @@ def load_weights(folder: Path, weights_name: str) -> dict:
                          f"delete it and save or download the checkpoint again") from None
 
 
+# transformers names its pickled weights pytorch_model.bin (diffusers: diffusion_pytorch_model.bin)
+LEGACY_WEIGHTS = {"model.safetensors": "pytorch_model.safetensors"}
 LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 

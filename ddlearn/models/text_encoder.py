@@ -29,8 +29,8 @@ from torch import nn
 
 from ddlearn.config import register_to_config
 from ddlearn.files import atomic_write_text
-from ddlearn.hub import resolve_folder
-from ddlearn.models.modeling import ModelMixin, check_state_dict, load_weights
+from ddlearn.models.modeling import ModelMixin
+from ddlearn.options import refuse
 
 ACTIVATIONS = {"quick_gelu": lambda x: x * torch.sigmoid(1.702 * x), "gelu": F.gelu}
 
@@ -104,7 +104,13 @@ class CLIPTextModel(ModelMixin):
         ))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                output_hidden_states: bool = False) -> CLIPTextModelOutput:
+                position_ids=None, output_attentions: bool = False,
+                output_hidden_states: bool = False, return_dict: bool = True
+                ) -> CLIPTextModelOutput:
+        """transformers' CLIPTextModel arguments, in its order; `return_dict=False` gives the
+        tuple (last_hidden_state, pooler_output[, hidden_states])."""
+        refuse("CLIPTextModel.forward", "positions are always 0..T-1 and attention maps are not "
+               "returned", position_ids=position_ids, output_attentions=output_attentions)
         B, T = input_ids.shape
         if T > self.config.max_position_embeddings:
             raise ValueError(f"input_ids has {T} tokens but this text encoder has only "
@@ -131,8 +137,9 @@ class CLIPTextModel(ModelMixin):
         else:
             eos_position = (input_ids == self.config.eos_token_id).int().argmax(dim=-1)
         pooled = last_hidden_state[torch.arange(B, device=x.device), eos_position]
-        return CLIPTextModelOutput(last_hidden_state, pooled,
-                                   tuple(hidden_states) if output_hidden_states else None)
+        output = CLIPTextModelOutput(last_hidden_state, pooled,
+                                     tuple(hidden_states) if output_hidden_states else None)
+        return output if return_dict else tuple(v for v in output if v is not None)
 
     # ----------------------------------------------------------------------------------------------
     # transformers-compatible files
@@ -146,15 +153,11 @@ class CLIPTextModel(ModelMixin):
         return path
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id, subfolder=None, torch_dtype=None):
-        """Load an SD `text_encoder/` folder, or one saved by transformers 4.x, 5.x or ddlearn."""
-        folder = resolve_folder(path_or_repo_id, subfolder)
-        model = cls.from_config(cls.load_config(folder))
-        state = load_weights(folder, cls.weights_name)
-        # transformers 5 saves without the `text_model.` prefix; old checkpoints carry position_ids
+    def convert_state_dict(cls, state: dict) -> dict:
+        """Load an SD `text_encoder/` folder, or one saved by transformers 4.x, 5.x or ddlearn:
+        transformers 5 saves without the `text_model.` prefix; old checkpoints carry
+        position_ids."""
         state = {k if k.startswith("text_model.") else f"text_model.{k}": v
                  for k, v in state.items()}
         state.pop("text_model.embeddings.position_ids", None)
-        check_state_dict(model, state, source=folder)
-        model.load_state_dict(state, strict=True)
-        return (model.to(torch_dtype) if torch_dtype is not None else model).eval()
+        return state

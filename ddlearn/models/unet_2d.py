@@ -137,8 +137,10 @@ class UNet2DModel(ModelMixin):
         return super().extract_init_kwargs(config)
 
     def forward(self, sample: torch.Tensor, timestep: Union[torch.Tensor, float, int],
-                class_labels: Optional[torch.Tensor] = None) -> UNet2DOutput:
-        """ε_θ(x_t, t[, class]): sample (B, C, H, W), timestep a number or a (B,) tensor."""
+                class_labels: Optional[torch.Tensor] = None,
+                return_dict: bool = True) -> UNet2DOutput:
+        """ε_θ(x_t, t[, class]): sample (B, C, H, W), timestep a number or a (B,) tensor.
+        `return_dict=False` gives diffusers' plain tuple `(sample,)`."""
         x = sample
         self._check_inputs(x, class_labels)
         if self.config.center_input_sample:  # [0, 1] -> [-1, 1]
@@ -166,7 +168,7 @@ class UNet2DModel(ModelMixin):
             del skips[-k:]
         # 6. head
         h = self.conv_out(F.silu(self.conv_norm_out(h)))
-        return UNet2DOutput(sample=h)
+        return UNet2DOutput(sample=h) if return_dict else (h,)
 
     def _check_inputs(self, x: torch.Tensor, class_labels: Optional[torch.Tensor]):
         cfg = self.config

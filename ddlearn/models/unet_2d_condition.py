@@ -34,6 +34,7 @@ from ddlearn.models.unet_2d_condition_blocks import (
     CrossAttnUpBlock2D,
     UNetMidBlock2DCrossAttn,
 )
+from ddlearn.options import refuse
 
 # diffusers keys whose SD 1.5 / 2.1 value is the only one ddlearn implements: accepted silently at
 # that value, refused with a message at any other
@@ -153,7 +154,21 @@ class UNet2DConditionModel(ModelMixin):
         return super().extract_init_kwargs(config, **overrides)
 
     def forward(self, sample: torch.Tensor, timestep: Union[torch.Tensor, float, int],
-                encoder_hidden_states: torch.Tensor) -> UNet2DConditionOutput:
+                encoder_hidden_states: torch.Tensor, class_labels=None, timestep_cond=None,
+                attention_mask=None, cross_attention_kwargs=None, added_cond_kwargs=None,
+                down_block_additional_residuals=None, mid_block_additional_residual=None,
+                down_intrablock_additional_residuals=None, encoder_attention_mask=None,
+                return_dict: bool = True) -> UNet2DConditionOutput:
+        """ε_θ(z_t, t, text): diffusers' arguments in diffusers' order; those of features ddlearn
+        leaves out (ControlNet residuals, SDXL's added_cond_kwargs, ...) must stay None."""
+        refuse("UNet2DConditionModel.forward", "ddlearn's UNet is SD 1.x/2.x's, text only",
+               class_labels=class_labels, timestep_cond=timestep_cond,
+               attention_mask=attention_mask, cross_attention_kwargs=cross_attention_kwargs,
+               added_cond_kwargs=added_cond_kwargs,
+               down_block_additional_residuals=down_block_additional_residuals,
+               mid_block_additional_residual=mid_block_additional_residual,
+               down_intrablock_additional_residuals=down_intrablock_additional_residuals,
+               encoder_attention_mask=encoder_attention_mask)
         check_inputs(self, sample, encoder_hidden_states)
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
@@ -185,7 +200,7 @@ class UNet2DConditionModel(ModelMixin):
 
         # 5. output head
         sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
-        return UNet2DConditionOutput(sample=sample)
+        return UNet2DConditionOutput(sample=sample) if return_dict else (sample,)
 
 
 # ------------------------------------------------------------------------------------------------

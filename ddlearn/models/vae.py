@@ -199,7 +199,7 @@ class AutoencoderKL(ModelMixin):
         """How much smaller the latent is than the image: 2^(levels - 1), 8 for SD."""
         return 2 ** (len(self.config.block_out_channels) - 1)
 
-    def encode(self, x: torch.Tensor) -> AutoencoderKLOutput:
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> AutoencoderKLOutput:
         """Image in [-1, 1] (B, in_channels, H, W) -> posterior q(z|x) over (B, L, H/f, W/f)."""
         f = self.downscale_factor
         if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[-1] % f or \
@@ -209,19 +209,23 @@ class AutoencoderKL(ModelMixin):
         moments = self.encoder(x)
         if self.quant_conv is not None:
             moments = self.quant_conv(moments)
-        return AutoencoderKLOutput(DiagonalGaussianDistribution(moments))
+        posterior = DiagonalGaussianDistribution(moments)
+        return AutoencoderKLOutput(posterior) if return_dict else (posterior,)
 
-    def decode(self, z: torch.Tensor) -> DecoderOutput:
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator=None) -> DecoderOutput:
         """Latent (B, L, h, w), *unscaled*, -> image (B, out_channels, h*f, w*f), about [-1, 1]."""
         if z.ndim != 4 or z.shape[1] != self.config.latent_channels:
             raise ValueError(f"decode expects latents (B, {self.config.latent_channels}, h, w) "
                              f"(latent_channels), got shape {tuple(z.shape)}")
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
-        return DecoderOutput(self.decoder(z))
+        image = self.decoder(z)
+        return DecoderOutput(image) if return_dict else (image,)
 
     def forward(self, sample: torch.Tensor, sample_posterior: bool = False,
+                return_dict: bool = True,
                 generator: Optional[torch.Generator] = None) -> DecoderOutput:
+        """Encode, take the posterior's mode (or a sample), decode: diffusers' argument order."""
         posterior = self.encode(sample).latent_dist
         z = posterior.sample(generator) if sample_posterior else posterior.mode()
-        return self.decode(z)
+        return self.decode(z, return_dict=return_dict)

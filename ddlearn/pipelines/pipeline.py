@@ -24,10 +24,14 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ddlearn.config import FrozenConfig
 from ddlearn.files import atomic_write_text
 from ddlearn.hub import resolve_folder
 from ddlearn.noise import randn_tensor  # noqa: F401  (re-exported: pipelines draw x_T with it)
+from ddlearn.options import hub_options, refuse_unsupported, unexpected
 
+# the diffusers version whose folder layout ddlearn writes (model_index.json's _diffusers_version)
+DIFFUSERS_FORMAT = "0.30.0"
 # diffusers pipelines may list these; ddlearn has no use for them and skips them with a note
 SKIPPED_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
 
@@ -67,35 +71,91 @@ class DiffusionPipeline:
     def dtype(self) -> torch.dtype:
         return next(iter(self._modules())).dtype
 
-    def to(self, device=None, dtype=None):
+    def to(self, *args, **kwargs):
+        """Move every model: `pipe.to("cuda")`, `pipe.to(torch.float16)`, `pipe.to("cuda",
+        torch.float16)`, or with `device=` / `dtype=`, as in diffusers. Returns the pipeline."""
+        device = kwargs.pop("device", kwargs.pop("torch_device", None))
+        dtype = kwargs.pop("dtype", kwargs.pop("torch_dtype", None))
+        kwargs.pop("silence_dtype_warnings", None)
+        if kwargs:
+            raise unexpected(f"{type(self).__name__}.to", next(iter(kwargs)),
+                             ["device", "dtype", "silence_dtype_warnings"])
+        for arg in args:
+            if isinstance(arg, torch.dtype):
+                dtype = arg
+            elif isinstance(arg, (str, torch.device)):
+                device = arg
+            else:
+                raise TypeError(f"{type(self).__name__}.to takes a device ('cpu', 'cuda', a "
+                                f"torch.device) and/or a torch.dtype, not {arg!r}")
         for module in self._modules():
             module.to(device=device, dtype=dtype)
         return self
 
+    # ---- config and printing -------------------------------------------------------------------
+    @property
+    def config(self) -> FrozenConfig:
+        """What model_index.json holds: the class and, per component, [library, class name]."""
+        index = {"_class_name": type(self).__name__, "_diffusers_version": DIFFUSERS_FORMAT}
+        if getattr(self, "_name_or_path", None):
+            index["_name_or_path"] = self._name_or_path
+        for name, component in self.components.items():
+            library = "transformers" if name in ("tokenizer", "text_encoder") else "diffusers"
+            index[name] = [None, None] if component is None else [library, type(component).__name__]
+        return FrozenConfig(index)
+
+    def __repr__(self):  # as diffusers prints a pipeline: its class and component table
+        return f"{type(self).__name__} {json.dumps(self.config, indent=2, sort_keys=True)}\n"
+
     # ---- loading and saving --------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path_or_repo_id, torch_dtype=None):
-        """Load every component listed in `model_index.json` (a local folder or a Hub id)."""
-        root = resolve_folder(path_or_repo_id)
+    def from_pretrained(cls, path_or_repo_id, torch_dtype=None, use_safetensors=None,
+                        variant=None, **kwargs):
+        """Load every component listed in `model_index.json` (a local folder or a Hub id).
+
+        Takes diffusers' arguments: `torch_dtype` (a dtype, or a dict by component name with an
+        optional "default"), `use_safetensors`, `variant`, the Hub options of `ddlearn.options`,
+        and components by name to use instead of loading them (`scheduler=DDIMScheduler()`,
+        `safety_checker=None`)."""
+        where = f"{cls.__name__}.from_pretrained"
+        hub = hub_options(kwargs)
+        refuse_unsupported(where, kwargs)
+        kwargs.pop("requires_safety_checker", None)  # ddlearn pipelines have no safety checker
+        for name in SKIPPED_COMPONENTS:
+            if kwargs.get(name, None) is not None:
+                raise NotImplementedError(f"{where}: ddlearn pipelines have no {name}; pass "
+                                          f"{name}=None or leave it out")
+        declined = {name for name in SKIPPED_COMPONENTS if kwargs.pop(name, 0) is None}
+        root = resolve_folder(path_or_repo_id, variant=variant, **hub)
         index_path = root / cls.config_name
         if not index_path.is_file():
             raise FileNotFoundError(f"{root} has no model_index.json; is it a pipeline folder? "
                                     f"(a single model loads with e.g. UNet2DModel.from_pretrained)")
         index = json.loads(index_path.read_text())
         pipeline_cls = cls._resolve_pipeline_class(index.get("_class_name"))
-        skipped = [n for n in SKIPPED_COMPONENTS if n in index and index[n][0] is not None]
+        names = pipeline_cls.component_names()
+        given = {name: kwargs.pop(name) for name in names if name in kwargs}
+        if kwargs:
+            raise unexpected(where, next(iter(kwargs)), ["torch_dtype", "use_safetensors",
+                                                         "variant", *names, *SKIPPED_COMPONENTS])
+        skipped = [n for n in SKIPPED_COMPONENTS
+                   if n in index and index[n][0] is not None and n not in declined]
         if skipped:
             warnings.warn(f"skipping {', '.join(skipped)}: ddlearn pipelines do not use them",
                           stacklevel=2)
-        components = {}
-        for name in pipeline_cls.component_names():
+        components = dict(given)
+        for name in (n for n in names if n not in given):
             if name not in index:
                 raise ValueError(f"model_index.json in {root} has no {name!r} entry, which "
-                                 f"{pipeline_cls.__name__} needs (components: "
-                                 f"{', '.join(pipeline_cls.component_names())})")
+                                 f"{pipeline_cls.__name__} needs (components: {', '.join(names)})")
             library, class_name = index[name]
-            components[name] = load_component(root, name, library, class_name, torch_dtype)
-        return pipeline_cls(**components)
+            dtype = torch_dtype.get(name, torch_dtype.get("default")) \
+                if isinstance(torch_dtype, dict) else torch_dtype
+            components[name] = load_component(root, name, library, class_name, torch_dtype=dtype,
+                                              use_safetensors=use_safetensors, variant=variant)
+        pipeline = pipeline_cls(**components)
+        pipeline._name_or_path = str(path_or_repo_id)
+        return pipeline
 
     @classmethod
     def _resolve_pipeline_class(cls, class_name):
@@ -109,19 +169,18 @@ class DiffusionPipeline:
                              f"pipeline class directly, e.g. DDPMPipeline.from_pretrained")
         return found
 
-    def save_pretrained(self, save_directory) -> Path:
+    def save_pretrained(self, save_directory, safe_serialization: bool = True, variant=None,
+                        max_shard_size=None, push_to_hub: bool = False) -> Path:
+        """Write model_index.json and every component's folder, as diffusers lays them out."""
+        refuse_unsupported(f"{type(self).__name__}.save_pretrained", {"push_to_hub": push_to_hub})
         root = Path(save_directory)
-        index = {"_class_name": type(self).__name__, "_diffusers_version": "0.30.0"}
         for name, component in self.components.items():
-            if component is None:
-                index[name] = [None, None]
-                continue
-            library = "transformers" if name in ("tokenizer", "text_encoder") else "diffusers"
-            index[name] = [library, type(component).__name__]
-            if hasattr(component, "save_pretrained"):
+            if isinstance(component, torch.nn.Module):
+                component.save_pretrained(root / name, safe_serialization=safe_serialization,
+                                          variant=variant, max_shard_size=max_shard_size)
+            elif component is not None:  # a scheduler, or transformers' tokenizer
                 component.save_pretrained(root / name)
-            else:
-                component.save_config(root / name)
+        index = {k: v for k, v in self.config.items() if k != "_name_or_path"}
         atomic_write_text(root / self.config_name, json.dumps(index, indent=2) + "\n")
         return root
 
@@ -150,7 +209,8 @@ class DiffusionPipeline:
         return self.numpy_to_pil(image) if output_type == "pil" else image
 
 
-def load_component(root: Path, name: str, library, class_name, torch_dtype=None):
+def load_component(root: Path, name: str, library, class_name, torch_dtype=None,
+                   use_safetensors=None, variant=None):
     """Build one component from `root/name` with the ddlearn (or transformers tokenizer) class."""
     if library is None:
         return None
@@ -165,5 +225,6 @@ def load_component(root: Path, name: str, library, class_name, torch_dtype=None)
         raise ValueError(f"{name}: ddlearn has no class {class_name!r} ({library}). Supported "
                          f"schedulers and models are listed in ddlearn.__all__")
     if issubclass(cls, torch.nn.Module):  # models and the text encoder: weights, maybe a dtype
-        return cls.from_pretrained(root, subfolder=name, torch_dtype=torch_dtype)
+        return cls.from_pretrained(root, subfolder=name, torch_dtype=torch_dtype,
+                                   use_safetensors=use_safetensors, variant=variant)
     return cls.from_pretrained(root, subfolder=name)  # schedulers: a config only

@@ -26,9 +26,10 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
-from ddlearn.config import ConfigMixin
+from ddlearn.config import ConfigMixin, init_parameters
 from ddlearn.hub import resolve_folder
 from ddlearn.noise import randn_tensor
+from ddlearn.options import hub_options, refuse_unsupported, unexpected
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
@@ -40,6 +41,13 @@ class SchedulerOutput(NamedTuple):
 
     prev_sample: torch.Tensor
     pred_original_sample: Optional[torch.Tensor] = None
+
+    def returned(self, return_dict: bool = True):
+        """Itself, or with `return_dict=False` the plain tuple diffusers returns:
+        `(prev_sample, pred_original_sample)`, or `(prev_sample,)` for schedulers without x̂_0."""
+        if return_dict:
+            return self
+        return tuple(v for v in self if v is not None)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,15 +140,42 @@ class SchedulerMixin(ConfigMixin):
         return self.config.num_train_timesteps
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id, subfolder=None, **overrides):
+    def from_pretrained(cls, path_or_repo_id, subfolder=None, return_unused_kwargs=False,
+                        **kwargs):
         """Read `scheduler_config.json` from a folder or a Hub id, as diffusers does, e.g.
-        `DDIMScheduler.from_pretrained(model_id, subfolder="scheduler")`."""
-        folder = resolve_folder(path_or_repo_id, subfolder)
-        return cls.from_config(cls.load_config(folder), **overrides)
+        `DDIMScheduler.from_pretrained(model_id, subfolder="scheduler")`. Hub options go to
+        huggingface_hub; other keywords override config keys (`timestep_spacing="trailing"`)."""
+        where = f"{cls.__name__}.from_pretrained"
+        hub = hub_options(kwargs)
+        refuse_unsupported(where, kwargs)
+        for name in kwargs:
+            if name not in init_parameters(cls):
+                raise unexpected(where, name, ["subfolder", "return_unused_kwargs",
+                                               *init_parameters(cls)])
+        folder = resolve_folder(path_or_repo_id, subfolder, **hub)
+        scheduler = cls.from_config(cls.load_config(folder), **kwargs)
+        return (scheduler, {}) if return_unused_kwargs else scheduler
 
-    def save_pretrained(self, save_directory) -> Path:
+    def save_pretrained(self, save_directory, push_to_hub: bool = False) -> Path:
         """Write `<save_directory>/scheduler_config.json` (atomically); returns its path."""
+        refuse_unsupported(f"{type(self).__name__}.save_pretrained", {"push_to_hub": push_to_hub})
         return self.save_config(save_directory)
+
+    @classmethod
+    def compatible_classes(cls) -> tuple:
+        """Every ddlearn scheduler: any of them can be built from another's config."""
+        found, todo = [], [SchedulerMixin]
+        while todo:
+            subclasses = todo.pop().__subclasses__()
+            found += [c for c in subclasses if "step" in vars(c)]
+            todo += subclasses
+        return tuple(found)
+
+    @property
+    def compatibles(self) -> list:
+        """The schedulers that can be built from this one's config, itself included (as in
+        diffusers): `pipe.scheduler = Other.from_config(pipe.scheduler.config)`."""
+        return list(self.compatible_classes())
 
     def _check_ready(self):
         if self.num_inference_steps is None:

@@ -64,7 +64,8 @@ class DDIMScheduler(AlphaSchedulerMixin):
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, eta: float = 0.0,
              use_clipped_model_output: bool = False,
-             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """x_t -> x_{t-1} by eq. (12); η > 0 adds σ_t(η) z with z drawn from `generator`."""
         self._check_ready()
         c = self.config
@@ -97,4 +98,4 @@ class DDIMScheduler(AlphaSchedulerMixin):
         prev_sample = alpha_prod_t_prev**0.5 * pred_original_sample + pred_sample_direction
         if eta > 0:
             prev_sample = prev_sample + std_dev_t * randn_like_output(model_output, generator)
-        return SchedulerOutput(prev_sample, pred_original_sample)
+        return SchedulerOutput(prev_sample, pred_original_sample).returned(return_dict)

@@ -65,7 +65,8 @@ class DDPMScheduler(AlphaSchedulerMixin):
         return self.timesteps[index + 1]
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """x_t -> x_{t'}: mean of q(x_{t'} | x_t, x̂_0) plus σ_t z (no noise on the last step)."""
         self._check_ready()
         c, t = self.config, timestep
@@ -106,7 +107,7 @@ class DDPMScheduler(AlphaSchedulerMixin):
             else:
                 std = self._posterior_variance(alpha_prod_t, alpha_prod_t_prev, current_beta_t)**0.5
             prev_sample = prev_sample + std * noise
-        return SchedulerOutput(prev_sample, pred_original_sample)
+        return SchedulerOutput(prev_sample, pred_original_sample).returned(return_dict)
 
     @staticmethod
     def _posterior_variance(alpha_prod_t, alpha_prod_t_prev, current_beta_t):

@@ -104,7 +104,8 @@ class DPMSolverMultistepScheduler(LambdaSchedulerMixin):
         return eps
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """One multistep DPM-Solver update from σ_i to σ_{i+1}."""
         self._check_ready()
         if self.step_index is None:
@@ -130,7 +131,7 @@ class DPMSolverMultistepScheduler(LambdaSchedulerMixin):
         prev_sample = self._update(sample, order, noise)
         self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
         self.step_index += 1
-        return SchedulerOutput(prev_sample.to(model_output.dtype))
+        return SchedulerOutput(prev_sample.to(model_output.dtype)).returned(return_dict)
 
     def _update(self, x: torch.Tensor, order: int, noise: Optional[torch.Tensor]):
         """x_{i+1} = c_x x_i + c_0 D0 [+ c_1 D1 [+ c_2 D2]] [+ c_z z]: Taylor terms of order 1-3."""

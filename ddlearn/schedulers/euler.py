@@ -77,7 +77,8 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
-             s_noise: float = 1.0, generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             s_noise: float = 1.0, generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """One Euler step σ_i -> σ_{i+1}, after optional churn (EDM Alg. 2 lines 4-8)."""
         self._check_ready()
         self._check_timestep_value(timestep)
@@ -107,7 +108,8 @@ class EulerDiscreteScheduler(SigmaSchedulerMixin):
         derivative = (sample - pred_original_sample) / sigma_hat
         prev_sample = sample + derivative * (sigma_next - sigma_hat)
         self.step_index += 1
-        return SchedulerOutput(prev_sample.to(model_output.dtype), pred_original_sample)
+        output = SchedulerOutput(prev_sample.to(model_output.dtype), pred_original_sample)
+        return output.returned(return_dict)
 
     def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
         """x_t = x_0 + σ_t ε, with σ_t looked up in the inference schedule."""

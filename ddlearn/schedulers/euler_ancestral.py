@@ -67,7 +67,8 @@ class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
         self.step_index = None
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """Euler step σ_i -> σ_down, then add σ_up · fresh noise."""
         self._check_ready()
         self._check_timestep_value(timestep)
@@ -95,7 +96,8 @@ class EulerAncestralDiscreteScheduler(SigmaSchedulerMixin):
         noise = randn_like_output(model_output, generator)
         prev_sample = prev_sample + noise * sigma_up
         self.step_index += 1
-        return SchedulerOutput(prev_sample.to(model_output.dtype), pred_original_sample)
+        output = SchedulerOutput(prev_sample.to(model_output.dtype), pred_original_sample)
+        return output.returned(return_dict)
 
     def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
         """x_t = x_0 + σ_t ε, with σ_t looked up in the inference schedule."""

@@ -74,7 +74,8 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
         self.prev_derivative = self.dt = self.sample = self.step_index = None
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """Predictor call: Euler to σ_{i+1}. Corrector call: redo it with the mean slope."""
         self._check_ready()
         if self.step_index is None:
@@ -113,7 +114,7 @@ class HeunDiscreteScheduler(SigmaSchedulerMixin):
             self.prev_derivative = self.dt = self.sample = None
         prev_sample = sample + derivative * dt
         self.step_index += 1
-        return SchedulerOutput(prev_sample, pred_original_sample)
+        return SchedulerOutput(prev_sample, pred_original_sample).returned(return_dict)
 
     def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
         """x_t = x_0 + σ_t ε, with σ_t looked up in the inference schedule."""

@@ -81,7 +81,8 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
         return coefficients
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, order: int = 4,
-             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """One LMS step σ_i -> σ_{i+1} of order min(i + 1, `order`) (deterministic)."""
         self._check_ready()
         if self.step_index is None:
@@ -108,7 +109,7 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
         prev_sample = sample + sum(coefficient * derivative for coefficient, derivative
                                    in zip(coefficients, reversed(self.derivatives), strict=False))
         self.step_index += 1
-        return SchedulerOutput(prev_sample, pred_original_sample)
+        return SchedulerOutput(prev_sample, pred_original_sample).returned(return_dict)
 
     def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
         """x_t = x_0 + σ_t ε, with σ_t looked up in the inference schedule."""

@@ -71,7 +71,8 @@ class PNDMScheduler(AlphaSchedulerMixin):
         self.ets, self.counter, self.cur_model_output, self.cur_sample = [], 0, 0, None
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """One call of the PRK or PLMS sequence (deterministic: `generator` is unused)."""
         self._check_ready()
         if self.counter < len(self.prk_timesteps):
@@ -79,7 +80,7 @@ class PNDMScheduler(AlphaSchedulerMixin):
         else:
             prev_sample = self._step_plms(model_output, timestep, sample)
         self.counter += 1
-        return SchedulerOutput(prev_sample)
+        return SchedulerOutput(prev_sample).returned(return_dict)
 
     def _step_prk(self, model_output, timestep, sample):
         """Pseudo Runge-Kutta (eq. 13): 4 calls, ε weighted 1/6, 1/3, 1/3, 1/6."""

@@ -96,7 +96,8 @@ class UniPCMultistepScheduler(LambdaSchedulerMixin):
         return to_eps(model_output, sample, alpha_t, sigma_t, self.config.prediction_type)
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
-             generator: Optional[torch.Generator] = None) -> SchedulerOutput:
+             generator: Optional[torch.Generator] = None,
+             return_dict: bool = True) -> SchedulerOutput:
         """Correct x_i with the new prediction (UniC), then predict x_{i+1} (UniP).
 
         UniPC draws no noise; `generator` is accepted so every scheduler takes the same call.
@@ -122,7 +123,7 @@ class UniPCMultistepScheduler(LambdaSchedulerMixin):
         prev_sample = self._predictor(sample, self.this_order)
         self.lower_order_nums = min(self.lower_order_nums + 1, c.solver_order)
         self.step_index += 1
-        return SchedulerOutput(prev_sample)
+        return SchedulerOutput(prev_sample).returned(return_dict)
 
     def _terms(self, t: int, order: int):
         """Shared by UniP and UniC for a step s0 = t-1 -> t: the r_k, D_k/r_k, B(h), R and b."""
