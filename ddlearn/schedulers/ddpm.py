@@ -67,8 +67,8 @@ class DDPMScheduler(AlphaSchedulerMixin):
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: Optional[torch.Generator] = None,
              return_dict: bool = True) -> SchedulerOutput:
-        """x_t -> x_{t'}: mean of q(x_{t'} | x_t, x̂_0) plus σ_t z (no noise on the last step)."""
-        self._check_ready()
+        """x_t -> x_{t'}: mean of q(x_{t'} | x_t, x̂_0) plus σ_t z (no noise on the last step).
+        Works before `set_timesteps` too, along all T training steps, as in diffusers."""
         c, t = self.config, timestep
         predicted_variance = None
         if c.variance_type == "learned_range":
