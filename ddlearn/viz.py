@@ -5,15 +5,16 @@
     show_images(x)                                # a (B, C, H, W) tensor in [-1, 1] -> grid
     explore(lambda t: show_images(add_noise(x, t)), range(0, 1000, 100), "t")
 
-Every interactive view has a static fallback: `explore` draws the whole strip as a picture (what a
-PDF, CI or a viewer without a kernel shows), then adds an ipywidgets slider when widgets are there.
+Every interactive view has a static fallback: `explore` draws every value's picture, labelled
+with its value, as one image (what a PDF, CI or a viewer without a kernel shows), then adds an
+ipywidgets slider when widgets are there.
 """
 
 import math
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 def to_pil_list(images) -> list:
@@ -88,18 +89,57 @@ def plot_losses(losses, smooth: int = 50):
     return fig
 
 
-def explore(fn, values, name: str = "value", size: int = None):
-    """Show fn(v) for every v as one static strip, then (if ipywidgets is there) a slider over v.
+def _font(size: int):
+    """Pillow's built-in font at `size` pixels (older Pillow: its fixed bitmap font)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the small bitmap font
+        return ImageFont.load_default()
 
-    `fn` returns a PIL image. The strip is what CI and static viewers see."""
+
+def labelled_grid(images, labels, max_width: int = 1024, gap: int = 16,
+                  font_size: int = 14) -> Image.Image:
+    """Each image with its label drawn above it, a `gap` between them, wrapped into rows so the
+    picture stays under `max_width` pixels wide (what `explore` shows to static viewers)."""
+    images = [im.convert("RGB") for im in images]
+    font = _font(font_size)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_widths = [draw.textlength(label, font=font) for label in labels]
+    cell_w = max(max(im.width for im in images), math.ceil(max(text_widths)))
+    label_h = font_size + 6
+    cell_h = label_h + max(im.height for im in images)
+    columns = max(1, min(len(images), (max_width - gap) // (cell_w + gap)))
+    rows = math.ceil(len(images) / columns)
+    grid = Image.new("RGB", (columns * (cell_w + gap) + gap, rows * (cell_h + gap) + gap), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (im, label, text_w) in enumerate(zip(images, labels, text_widths, strict=True)):
+        x = gap + (i % columns) * (cell_w + gap)
+        y = gap + (i // columns) * (cell_h + gap)
+        draw.text((x + (cell_w - text_w) / 2, y), label, fill="black", font=font)
+        grid.paste(im, (x + (cell_w - im.width) // 2, y + label_h))
+    return grid
+
+
+def explore(fn, values, name: str = "value", size: int = None) -> None:
+    """Show fn(v) for every v, each labelled "name = v", as one static picture; then (if
+    ipywidgets is there) a slider over v that shows fn(v) alone.
+
+    `fn` returns a PIL image; `size`, if given, is the height each one is shown at in the
+    static picture. The picture is what CI and static viewers (GitHub, the course site) see.
+    Returns None, so a notebook cell ending in `explore(...)` shows nothing more."""
     from IPython.display import display
 
     values = list(values)
-    display(make_grid([fn(v) for v in values], nrow=len(values), size=size))
-    print(f"left to right: {name} = {', '.join(str(v) for v in values)}")
+    images = [fn(v) for v in values]
+    if size:
+        images = [im.resize((max(1, round(im.width * size / im.height)), size), Image.NEAREST)
+                  for im in images]
+    display(labelled_grid(images, [f"{name} = {v}" for v in values]))
     try:
         import ipywidgets as widgets
     except ImportError:
         return None
-    return widgets.interact(lambda **kw: display(fn(kw[name])),
-                            **{name: widgets.SelectionSlider(options=values, value=values[0])})
+    slider = widgets.SelectionSlider(options=values, value=values[0], description=name,
+                                     style={"description_width": "initial"})
+    widgets.interact(lambda **kw: display(fn(kw[name])), **{name: slider})
+    return None
