@@ -211,7 +211,7 @@ def test_bad_inputs_get_clear_errors(sd_folder):
     txt2img = ddlearn.StableDiffusionPipeline(**pipe.components)
     with pytest.raises(ValueError, match="negative_prompt has 1 entries but the batch has 2"):
         txt2img(prompt=["a", "b"], negative_prompt=["c"], num_inference_steps=2)
-    with pytest.raises(ValueError, match="multiples of 4"):
+    with pytest.raises(ValueError, match="height and width must be multiples of 8"):
         txt2img(prompt="a red moth", height=18, width=16, num_inference_steps=2)
     with pytest.raises(ValueError, match="exactly one of `prompt` and `prompt_embeds`"):
         txt2img(num_inference_steps=2)

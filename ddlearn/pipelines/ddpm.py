@@ -1,7 +1,8 @@
 """DDPMPipeline and DDIMPipeline: unconditional image generation from a UNet2DModel and a scheduler.
 
-Mirrors `diffusers.DDPMPipeline` / `diffusers.DDIMPipeline`; the whole sampler is the loop in
-`__call__`, which chapter 02 rewrites by hand:
+Mirrors `diffusers.DDPMPipeline` / `diffusers.DDIMPipeline`. `__call__` checks its arguments
+(ddlearn/pipelines/checks.py); the whole sampler is then the loop in `sample`, which chapter 02
+rewrites by hand:
 
     x_T ~ N(0, I)
     for t in scheduler.timesteps:  ε̂ = unet(x_t, t);  x_{t-1} = scheduler.step(ε̂, t, x_t)
@@ -9,6 +10,14 @@ Mirrors `diffusers.DDPMPipeline` / `diffusers.DDIMPipeline`; the whole sampler i
 
 import torch
 
+from ddlearn.pipelines.checks import (
+    check_count,
+    check_flag,
+    check_generator,
+    check_number,
+    check_output_type,
+    check_steps,
+)
 from ddlearn.pipelines.pipeline import DiffusionPipeline, ImagePipelineOutput, randn_tensor
 
 
@@ -25,7 +34,23 @@ class DDPMPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, batch_size: int = 1, generator=None, num_inference_steps: int = 1000,
-                 output_type: str = "pil", **step_kwargs) -> ImagePipelineOutput:
+                 output_type: str = "pil", return_dict: bool = True) -> ImagePipelineOutput:
+        """`return_dict=False` gives diffusers' plain tuple `(images,)`."""
+        # 0. every argument checked before any work (diffusers takes [g] as g for any batch)
+        batch_size, num_inference_steps = self.check_inputs(batch_size, num_inference_steps,
+                                                            output_type, return_dict)
+        check_generator(generator, batch_size, one_list_for_all=True)
+        output = self.sample(batch_size, generator, num_inference_steps, output_type)
+        return output if return_dict else tuple(output)
+
+    def check_inputs(self, batch_size, num_inference_steps, output_type, return_dict) -> tuple:
+        check_output_type(output_type)
+        check_flag("return_dict", return_dict)
+        return check_count("batch_size", batch_size), check_steps(num_inference_steps)
+
+    def sample(self, batch_size: int, generator, num_inference_steps: int, output_type: str,
+               **step_kwargs) -> ImagePipelineOutput:
+        """The sampler itself, on checked arguments; `step_kwargs` go to every scheduler.step."""
         # 1. choose the timesteps first: σ-space samplers set init_noise_sigma from them
         self.scheduler.set_timesteps(num_inference_steps)
         # 2. start from pure noise x_T, scaled as the scheduler expects (σ_max for σ-space samplers)
@@ -51,10 +76,17 @@ class DDIMPipeline(DDPMPipeline):
         # as in diffusers: any scheduler config is turned into a DDIM scheduler
         super().__init__(unet=unet, scheduler=DDIMScheduler.from_config(scheduler.config))
 
+    @torch.no_grad()
     def __call__(self, batch_size: int = 1, generator=None, eta: float = 0.0,
                  num_inference_steps: int = 50, use_clipped_model_output=None,
-                 output_type: str = "pil") -> ImagePipelineOutput:
-        if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta={eta} must be in [0, 1]: 0 is DDIM, 1 is DDPM-like")
-        return super().__call__(batch_size, generator, num_inference_steps, output_type, eta=eta,
-                                use_clipped_model_output=use_clipped_model_output)
+                 output_type: str = "pil", return_dict: bool = True) -> ImagePipelineOutput:
+        # 0. every argument checked before any work; a generator list must match the batch
+        batch_size, num_inference_steps = self.check_inputs(batch_size, num_inference_steps,
+                                                            output_type, return_dict)
+        check_generator(generator, batch_size)
+        # diffusers only warns outside [0, 1]; above 1, σ_t² can exceed 1 - ᾱ_{t-1}: NaN images
+        eta = check_number("eta", eta, 0.0, 1.0, "0 is DDIM, 1 is DDPM-like")
+        check_flag("use_clipped_model_output", use_clipped_model_output, allow_none=True)
+        output = self.sample(batch_size, generator, num_inference_steps, output_type, eta=eta,
+                             use_clipped_model_output=use_clipped_model_output)
+        return output if return_dict else tuple(output)

@@ -13,13 +13,40 @@ with Latent Diffusion Models"), minus the safety checker. Classifier-free guidan
 | `guidance_scale`     | w     | 1 = no guidance; SD uses 7.5                                    |
 | `guidance_rescale`   | φ     | 0 = off; pulls std(ε̂) back towards std(ε_c) (Lin et al. §3.4)   |
 | `scaling_factor`     |       | latents are z / scaling_factor before `vae.decode` (≈ unit var) |
+
+Every argument is checked before any model runs (`check_inputs`, `check_numbers`, `check_size`;
+helpers in ddlearn/pipelines/checks.py). The output is diffusers' `StableDiffusionPipelineOutput`
+(images, nsfw_content_detected=None); `output_type="latent"` returns the latents undecoded.
 """
 
 import inspect
+import math
+from typing import NamedTuple
 
 import torch
 
-from ddlearn.pipelines.pipeline import DiffusionPipeline, ImagePipelineOutput, randn_tensor
+from ddlearn.pipelines.checks import (
+    IMAGE_OUTPUT_TYPES,
+    LATENT_OUTPUT_TYPE,
+    check_callback,
+    check_count,
+    check_flag,
+    check_generator,
+    check_number,
+    check_output_type,
+    check_prompts,
+    check_steps,
+    check_tensor,
+)
+from ddlearn.pipelines.pipeline import DiffusionPipeline, randn_tensor
+
+
+class StableDiffusionPipelineOutput(NamedTuple):
+    """What diffusers returns: the images and `nsfw_content_detected` (None: ddlearn has no safety
+    checker). A NamedTuple, so `images, nsfw = pipe(...)` also works as diffusers' tuple does."""
+
+    images: object  # PIL list, (B, H, W, C) array, (B, C, H, W) tensor, or latents ("latent")
+    nsfw_content_detected: object = None
 
 
 class StableDiffusionPipeline(DiffusionPipeline):
@@ -35,13 +62,24 @@ class StableDiffusionPipeline(DiffusionPipeline):
     def __call__(self, prompt=None, height=None, width=None, num_inference_steps: int = 50,
                  guidance_scale: float = 7.5, negative_prompt=None, num_images_per_prompt: int = 1,
                  eta: float = 0.0, generator=None, latents=None, prompt_embeds=None,
-                 negative_prompt_embeds=None, output_type: str = "pil",
+                 negative_prompt_embeds=None, output_type: str = "pil", return_dict: bool = True,
                  guidance_rescale: float = 0.0,
-                 callback_on_step_end=None) -> ImagePipelineOutput:
-        # 0. defaults and input checks
+                 callback_on_step_end=None) -> StableDiffusionPipelineOutput:
+        # 0. defaults as in diffusers; every argument checked before any work
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
-        self.check_size(height, width)
+        height, width = self.check_size(height, width)
+        batch_size = self.check_inputs(prompt, negative_prompt, prompt_embeds,
+                                       negative_prompt_embeds, num_images_per_prompt, generator,
+                                       output_type, return_dict, callback_on_step_end)
+        num_inference_steps, guidance_scale, eta = self.check_numbers(num_inference_steps,
+                                                                      guidance_scale, eta)
+        guidance_rescale = check_number("guidance_rescale", guidance_rescale, low=0.0,
+                                        meaning="0 is off; Lin et al. use 0.7")
+        shape = self.latent_shape(batch_size, height, width)
+        if latents is not None:
+            check_tensor("latents", latents, shape, "prompts x num_images_per_prompt, "
+                         "in_channels, height and width / vae_scale_factor")
         do_cfg = guidance_scale > 1.0
         # 1. text -> embeddings c (and ∅ for guidance)
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
@@ -49,13 +87,69 @@ class StableDiffusionPipeline(DiffusionPipeline):
             negative_prompt_embeds)
         # 2. timesteps and the starting noise z_T
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        latents = self.prepare_latents(prompt_embeds.shape[0], height, width, prompt_embeds.dtype,
-                                       generator, latents)
+        latents = self.prepare_latents(shape, prompt_embeds.dtype, generator, latents)
         # 3. denoise, then decode
         latents = self.denoise(latents, self.scheduler.timesteps, prompt_embeds,
                                negative_prompt_embeds, guidance_scale, generator, eta,
                                callback_on_step_end, guidance_rescale=guidance_rescale)
-        return ImagePipelineOutput(self.postprocess(self.decode_latents(latents), output_type))
+        return self.output(latents, output_type, return_dict)
+
+    # ---- 0. argument checks (diffusers' check_inputs, and what it leaves to break later) --------
+    def check_inputs(self, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+                     num_images_per_prompt, generator, output_type, return_dict,
+                     callback_on_step_end) -> int:
+        """Raise one clear error for a bad argument; return the batch size (prompts x images)."""
+        if (prompt is None) == (prompt_embeds is None):
+            raise ValueError("pass exactly one of `prompt` and `prompt_embeds`")
+        if negative_prompt is not None and negative_prompt_embeds is not None:
+            raise ValueError("pass at most one of `negative_prompt` and `negative_prompt_embeds`")
+        d = self.unet.config.cross_attention_dim
+        if prompt is not None:
+            n_prompts = len(check_prompts("prompt", prompt))
+            embeds_shape = (n_prompts, self.tokenizer.model_max_length, d)
+        else:
+            embeds_shape = tuple(check_tensor("prompt_embeds", prompt_embeds).shape)
+            if len(embeds_shape) != 3 or embeds_shape[-1] != d:
+                raise ValueError(f"prompt_embeds has shape {embeds_shape}, expected (prompts, "
+                                 f"tokens, {d}): the text encoder's output (cross_attention_dim)")
+            n_prompts = embeds_shape[0]
+        if negative_prompt is not None:
+            negative = check_prompts("negative_prompt", negative_prompt)
+            if not isinstance(negative_prompt, str) and len(negative) != n_prompts:
+                raise ValueError(f"negative_prompt has {len(negative)} entries but the batch has "
+                                 f"{n_prompts} prompts; give one per prompt, or a single string")
+        if negative_prompt_embeds is not None:
+            check_tensor("negative_prompt_embeds", negative_prompt_embeds, embeds_shape,
+                         "the shape of the prompt's embeddings")
+        batch_size = n_prompts * check_count("num_images_per_prompt", num_images_per_prompt)
+        check_generator(generator, batch_size)
+        check_output_type(output_type, {**IMAGE_OUTPUT_TYPES, **LATENT_OUTPUT_TYPE})
+        check_flag("return_dict", return_dict)
+        check_callback(callback_on_step_end)
+        return batch_size
+
+    @staticmethod
+    def check_numbers(num_inference_steps, guidance_scale, eta) -> tuple:
+        """-> (int steps, float w, float eta), each checked: NaN or inf would give NaN images."""
+        return (check_steps(num_inference_steps),
+                check_number("guidance_scale", guidance_scale, meaning="1 or less turns guidance "
+                             "off; SD uses 7.5"),
+                check_number("eta", eta, 0.0, 1.0, "DDIM's noise: 0 is deterministic, 1 DDPM-like"))
+
+    def check_size(self, height, width, multiple_of: int = 8,
+                   name: str = "height and width") -> tuple:
+        """Multiples of 8 (diffusers' rule for height and width) and of what the VAE and
+        ddlearn's UNet divide by."""
+        height = check_count("height", height, whole_floats=True)
+        width = check_count("width", width, whole_floats=True)
+        vae, unet = self.vae_scale_factor, 2 ** (len(self.unet.config.block_out_channels) - 1)
+        multiple = math.lcm(multiple_of, vae * unet)
+        if height % multiple or width % multiple:
+            diffusers = "diffusers asks for multiples of 8, " if multiple_of == 8 else ""
+            raise ValueError(f"{name} must be multiples of {multiple}, got {height}x{width}: "
+                             f"{diffusers}the VAE divides them by {vae} and the UNet halves the "
+                             f"latents {unet.bit_length() - 1} more times")
+        return height, width
 
     # ---- 1. prompts ----------------------------------------------------------------------------
     def encode_prompt(self, prompt, num_images_per_prompt=1, do_classifier_free_guidance=True,
@@ -65,8 +159,7 @@ class StableDiffusionPipeline(DiffusionPipeline):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("pass exactly one of `prompt` and `prompt_embeds`")
         if prompt is not None:
-            prompt = [prompt] if isinstance(prompt, str) else list(prompt)
-            prompt_embeds = self.embed_text(prompt)
+            prompt_embeds = self.embed_text(check_prompts("prompt", prompt))
         batch_size = prompt_embeds.shape[0]
         if do_classifier_free_guidance and negative_prompt_embeds is None:
             negative = negative_prompt if negative_prompt is not None else ""
@@ -88,21 +181,14 @@ class StableDiffusionPipeline(DiffusionPipeline):
         return self.text_encoder(ids.to(self.device))[0]
 
     # ---- 2. latents ----------------------------------------------------------------------------
-    def check_size(self, height: int, width: int):
-        f = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
-        if height % f or width % f:
-            raise ValueError(f"height and width must be multiples of {f} (the VAE divides by "
-                             f"{self.vae_scale_factor}, the UNet by {f // self.vae_scale_factor} "
-                             f"more); got {height}x{width}")
-
-    def prepare_latents(self, batch_size, height, width, dtype, generator, latents=None):
+    def latent_shape(self, batch_size: int, height: int, width: int) -> tuple:
         f = self.vae_scale_factor
-        shape = (batch_size, self.unet.config.in_channels, height // f, width // f)
+        return (batch_size, self.unet.config.in_channels, height // f, width // f)
+
+    def prepare_latents(self, shape, dtype, generator, latents=None):
+        """z_T: drawn with `generator` (or the given `latents`), scaled by init_noise_sigma."""
         if latents is None:
             latents = randn_tensor(shape, generator, device=self.device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected {shape} "
-                             f"(batch = prompts x num_images_per_prompt)")
         return latents.to(self.device) * self.scheduler.init_noise_sigma
 
     # ---- 3. the denoising loop -----------------------------------------------------------------
@@ -141,6 +227,14 @@ class StableDiffusionPipeline(DiffusionPipeline):
     def decode_latents(self, latents) -> torch.Tensor:
         """Scaled latents -> images in [-1, 1] (B, 3, H, W)."""
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+
+    def output(self, latents, output_type: str, return_dict: bool = True):
+        """Decode and convert, or with output_type="latent" return the latents as they are (as
+        diffusers does); `return_dict=False` gives diffusers' plain tuple (images, None)."""
+        images = latents if output_type == "latent" else \
+            self.postprocess(self.decode_latents(latents), output_type)
+        output = StableDiffusionPipelineOutput(images)
+        return output if return_dict else tuple(output)
 
 
 def rescale_guided_noise(noise_cfg, noise_text, guidance_rescale: float) -> torch.Tensor:
