@@ -360,6 +360,7 @@ IMG2IMG_ACCEPTED = {
     "two images, two prompts": dict(image=[butterfly_image(seed=1), butterfly_image(seed=2)],
                                     prompt=PROMPTS),
     "latents out": dict(image=butterfly_image(), output_type="latent"),
+    "eta: a stochastic DDIM": dict(image=butterfly_image(), eta=0.7),
 }
 
 
@@ -382,6 +383,9 @@ INPAINT_ACCEPTED = {
     "array mask, height and width": dict(mask_image=centre_mask(), height=32, width=32),
     "a generator per image": dict(mask_image=centre_mask(), prompt=PROMPTS, generator=gens(2)),
     "strength below 1": dict(mask_image=centre_mask(), strength=0.7),
+    "eta: a stochastic DDIM": dict(mask_image=centre_mask(), eta=0.7),
+    "eta, a generator per image": dict(mask_image=centre_mask(), prompt=PROMPTS,
+                                       num_images_per_prompt=2, eta=0.7, generator=gens(4)),
     "latents out": dict(mask_image=centre_mask(), output_type="latent"),
 }
 

@@ -140,6 +140,11 @@ class StableDiffusionInpaintPipeline(StableDiffusionImg2ImgPipeline):
         noise = randn_tensor(z_0.shape, generator, device=self.device, dtype=z_0.dtype)
         latents = noise * self.scheduler.init_noise_sigma if strength == 1.0 else \
             self.scheduler.add_noise(z_0, noise, timesteps[:1].repeat(z_0.shape[0]))
+        # diffusers now encodes the masked image too (its 9-channel inpainting UNets take it), with
+        # a posterior sample per image; draw the same numbers so that stochastic steps match it
+        images = init_image.shape[0]
+        randn_tensor((images, *z_0.shape[1:]), generator[:images] if isinstance(generator, list)
+                     else generator, device=self.device, dtype=z_0.dtype)
 
         # 3. denoise; after each step, keep the known region at the matching noise level
         def keep_known_region(i, latents):
