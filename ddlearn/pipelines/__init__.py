@@ -2,12 +2,16 @@
 
 from ddlearn.pipelines.ddpm import DDIMPipeline, DDPMPipeline
 from ddlearn.pipelines.pipeline import DiffusionPipeline, ImagePipelineOutput
-from ddlearn.pipelines.stable_diffusion import StableDiffusionPipeline
+from ddlearn.pipelines.stable_diffusion import (
+    StableDiffusionPipeline,
+    StableDiffusionPipelineOutput,
+)
 from ddlearn.pipelines.stable_diffusion_img2img import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
 )
 
 __all__ = ["DiffusionPipeline", "ImagePipelineOutput", "DDPMPipeline", "DDIMPipeline",
-           "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline",
+           "StableDiffusionPipeline", "StableDiffusionPipelineOutput",
+           "StableDiffusionImg2ImgPipeline",
            "StableDiffusionInpaintPipeline"]
