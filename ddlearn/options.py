@@ -68,9 +68,10 @@ def refuse(where: str, advice: str, **options):
                                   f"not implement; {advice}")
 
 
-def unexpected(where: str, name: str, accepted) -> TypeError:
-    """The error for a keyword nobody takes, with the closest accepted name if there is one."""
-    accepted = sorted(set(accepted) | set(HUB_OPTIONS) | set(NO_EFFECT))
+def unexpected(where: str, name: str, accepted, loading: bool = False) -> TypeError:
+    """The error for a keyword nobody takes, with the closest accepted name if there is one
+    (`loading`: a from_pretrained, which also takes the Hub options)."""
+    accepted = sorted(set(accepted) | (set(HUB_OPTIONS) | set(NO_EFFECT) if loading else set()))
     close = difflib.get_close_matches(name, accepted, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return TypeError(f"{where} got an unexpected keyword argument {name!r}; {hint}it accepts "

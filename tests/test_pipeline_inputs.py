@@ -176,6 +176,13 @@ TEXT_BAD = [  # every SD pipeline checks these the same way
     (dict(output_type="PIL"), ValueError, r"output_type must be one of .*'latent'"),
     (dict(return_dict=None), TypeError, r"return_dict must be True or False"),
     (dict(callback_on_step_end="print"), TypeError, r"callback_on_step_end must be a function"),
+    # diffusers' arguments ddlearn does not implement are named, typos get the closest name
+    (dict(clip_skip=2), NotImplementedError, r"clip_skip=2 is a diffusers feature"),
+    (dict(timesteps=[999, 500]), NotImplementedError, r"timesteps is a diffusers feature"),
+    (dict(cross_attention_kwargs={"scale": 0.5}), NotImplementedError, r"cross_attention_kwargs"),
+    (dict(callback_on_step_end_tensor_inputs=["prompt_embeds"]), NotImplementedError,
+     r"callback_on_step_end_tensor_inputs=\['prompt_embeds'\]; .* sees only 'latents'"),
+    (dict(guidence_scale=3.0), TypeError, r"'guidence_scale'; did you mean 'guidance_scale'"),
 ]
 
 SD_BAD = TEXT_BAD + [

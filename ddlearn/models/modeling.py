@@ -80,7 +80,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
             if name not in init_parameters(cls):
                 raise unexpected(where, name, ["subfolder", "torch_dtype", "use_safetensors",
                                                "variant", "output_loading_info",
-                                               *init_parameters(cls)])
+                                               *init_parameters(cls)], loading=True)
         if torch_dtype is not None and not isinstance(torch_dtype, torch.dtype):
             raise TypeError(f"{where}: torch_dtype must be a torch.dtype such as torch.float16, "
                             f"not {torch_dtype!r}")

@@ -8,10 +8,18 @@ breaks or silently does something wrong. Each helper returns the value as plain 
 rest of the pipeline sees an `int` or a `float` whatever the caller typed.
 """
 
+import inspect
 import math
 import numbers
 
 import torch
+
+from ddlearn.options import refuse, unexpected
+
+#: arguments diffusers' Stable Diffusion pipelines take and ddlearn's do not implement
+NOT_IMPLEMENTED_CALL = ("timesteps", "sigmas", "cross_attention_kwargs", "clip_skip",
+                        "ip_adapter_image", "ip_adapter_image_embeds", "callback",
+                        "callback_steps", "padding_mask_crop", "masked_image_latents")
 
 IMAGE_OUTPUT_TYPES = {"pil": "PIL images", "np": "a numpy array (B, H, W, C)",
                       "pt": "a torch tensor (B, C, H, W)"}
@@ -107,3 +115,21 @@ def check_callback(callback):
     if callback is not None and not callable(callback):
         raise TypeError(f"callback_on_step_end must be a function (pipe, step, timestep, "
                         f"callback_kwargs) -> dict, or None; got {type(callback).__name__}")
+
+
+def check_call_extras(pipeline, kwargs: dict) -> None:
+    """diffusers' `__call__` arguments ddlearn lacks: NotImplementedError naming the one set
+    (None is fine); the tensor inputs of a step callback may only be ["latents"]; anything else
+    is a typo, a TypeError with the closest accepted name."""
+    where = f"{type(pipeline).__name__}.__call__"
+    inputs = kwargs.pop("callback_on_step_end_tensor_inputs", None)
+    if inputs not in (None, ["latents"], ("latents",)):
+        raise NotImplementedError(f"{where}: callback_on_step_end_tensor_inputs={inputs!r}; "
+                                  f"ddlearn's step callback sees only 'latents'")
+    for name in NOT_IMPLEMENTED_CALL:
+        refuse(where, "see the pipeline's signature for what ddlearn implements",
+               **{name: kwargs.pop(name, None)})
+    if kwargs:
+        accepted = inspect.signature(type(pipeline).__call__).parameters
+        raise unexpected(where, next(iter(kwargs)), [n for n in accepted if n not in
+                                                     ("self", "kwargs")])

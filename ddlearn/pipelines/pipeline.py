@@ -137,7 +137,8 @@ class DiffusionPipeline:
         given = {name: kwargs.pop(name) for name in names if name in kwargs}
         if kwargs:
             raise unexpected(where, next(iter(kwargs)), ["torch_dtype", "use_safetensors",
-                                                         "variant", *names, *SKIPPED_COMPONENTS])
+                                                         "variant", *names, *SKIPPED_COMPONENTS],
+                             loading=True)
         skipped = [n for n in SKIPPED_COMPONENTS
                    if n in index and index[n][0] is not None and n not in declined]
         if skipped:

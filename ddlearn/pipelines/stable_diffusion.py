@@ -28,6 +28,7 @@ import torch
 from ddlearn.pipelines.checks import (
     IMAGE_OUTPUT_TYPES,
     LATENT_OUTPUT_TYPE,
+    check_call_extras,
     check_callback,
     check_count,
     check_flag,
@@ -64,7 +65,8 @@ class StableDiffusionPipeline(DiffusionPipeline):
                  eta: float = 0.0, generator=None, latents=None, prompt_embeds=None,
                  negative_prompt_embeds=None, output_type: str = "pil", return_dict: bool = True,
                  guidance_rescale: float = 0.0,
-                 callback_on_step_end=None) -> StableDiffusionPipelineOutput:
+                 callback_on_step_end=None, **kwargs) -> StableDiffusionPipelineOutput:
+        check_call_extras(self, kwargs)
         # 0. defaults as in diffusers; every argument checked before any work
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor

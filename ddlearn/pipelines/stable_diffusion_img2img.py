@@ -11,13 +11,14 @@ inpainting: the same, plus after every step the region to keep (mask = 0) is rep
 original latents noised to the next timestep, so only the masked region (mask = 1) is generated.
 """
 
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ddlearn.models.vae_wrapper import VAEWrapper
-from ddlearn.pipelines.checks import check_number, check_tensor
+from ddlearn.pipelines.checks import check_call_extras, check_number, check_tensor
 from ddlearn.pipelines.pipeline import randn_tensor
 from ddlearn.pipelines.stable_diffusion import (
     StableDiffusionPipeline,
@@ -32,7 +33,8 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
                  num_images_per_prompt: int = 1, eta: float = 0.0, generator=None,
                  prompt_embeds=None, negative_prompt_embeds=None, output_type: str = "pil",
                  return_dict: bool = True,
-                 callback_on_step_end=None) -> StableDiffusionPipelineOutput:
+                 callback_on_step_end=None, **kwargs) -> StableDiffusionPipelineOutput:
+        check_call_extras(self, kwargs)
         # 0. every argument checked before any work; the image in [-1, 1] (or given as latents)
         batch_size = self.check_inputs(prompt, negative_prompt, prompt_embeds,
                                        negative_prompt_embeds, num_images_per_prompt, generator,
@@ -116,7 +118,8 @@ class StableDiffusionInpaintPipeline(StableDiffusionImg2ImgPipeline):
                  guidance_scale: float = 7.5, negative_prompt=None, num_images_per_prompt: int = 1,
                  eta: float = 0.0, generator=None, prompt_embeds=None,
                  negative_prompt_embeds=None, output_type: str = "pil", return_dict: bool = True,
-                 callback_on_step_end=None) -> StableDiffusionPipelineOutput:
+                 callback_on_step_end=None, **kwargs) -> StableDiffusionPipelineOutput:
+        check_call_extras(self, kwargs)
         # 0. checks; image in [-1, 1], mask in {0, 1} at latent size (1 = regenerate)
         if self.unet.config.in_channels != 4:
             raise ValueError("ddlearn inpaints with a standard 4-channel UNet (latent blending); "

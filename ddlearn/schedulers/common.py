@@ -151,7 +151,7 @@ class SchedulerMixin(ConfigMixin):
         for name in kwargs:
             if name not in init_parameters(cls):
                 raise unexpected(where, name, ["subfolder", "return_unused_kwargs",
-                                               *init_parameters(cls)])
+                                               *init_parameters(cls)], loading=True)
         folder = resolve_folder(path_or_repo_id, subfolder, **hub)
         scheduler = cls.from_config(cls.load_config(folder), **kwargs)
         return (scheduler, {}) if return_unused_kwargs else scheduler
