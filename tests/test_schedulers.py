@@ -237,7 +237,21 @@ def test_add_noise_and_get_velocity_match_diffusers(name, dtype):
 # --------------------------------------------------------------------------------------------------
 # Clear errors
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(PAIRS))
+def test_ddpm_steps_along_the_training_schedule_before_set_timesteps_as_diffusers():
+    """diffusers' DDPMScheduler needs no set_timesteps: its timesteps start as T-1 .. 0 (the
+    quicktour and the basic training tutorial step it so)."""
+    ours, theirs = (cls() for cls in PAIRS["ddpm"])
+    assert torch.equal(ours.timesteps, theirs.timesteps)
+    x_ours = x_theirs = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for i, t in enumerate(theirs.timesteps[-5:]):
+        eps = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(i))
+        x_ours = ours.step(eps, t, x_ours, generator=torch.Generator().manual_seed(i)).prev_sample
+        x_theirs = theirs.step(eps, t, x_theirs,
+                               generator=torch.Generator().manual_seed(i)).prev_sample
+    assert torch.allclose(x_ours, x_theirs, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in PAIRS if n != "ddpm"])
 def test_step_before_set_timesteps_is_a_clear_error(name):
     scheduler = PAIRS[name][0]()
     x = torch.zeros(1, 3, 8, 8)
