@@ -121,11 +121,12 @@ class DiffusionPipeline:
         hub = hub_options(kwargs)
         refuse_unsupported(where, kwargs)
         kwargs.pop("requires_safety_checker", None)  # ddlearn pipelines have no safety checker
-        for name in SKIPPED_COMPONENTS:
-            if kwargs.get(name, None) is not None:
+        declined = set()  # safety_checker=None and the like: not loaded, and no note about it
+        for name in (n for n in SKIPPED_COMPONENTS if n in kwargs):
+            if kwargs.pop(name) is not None:
                 raise NotImplementedError(f"{where}: ddlearn pipelines have no {name}; pass "
                                           f"{name}=None or leave it out")
-        declined = {name for name in SKIPPED_COMPONENTS if kwargs.pop(name, 0) is None}
+            declined.add(name)
         root = resolve_folder(path_or_repo_id, variant=variant, **hub)
         index_path = root / cls.config_name
         if not index_path.is_file():
