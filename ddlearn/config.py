@@ -62,6 +62,9 @@ def register_to_config(init):
 
     @functools.wraps(init)
     def wrapper(self, *args, **kwargs):
+        # `Cls(**other.config)` passes bookkeeping keys too (`_class_name`, `_use_default_values`,
+        # ...): diffusers' constructors ignore them, and so do these
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}
         bound = signature.bind(self, *args, **kwargs)
         given = set(bound.arguments)
         bound.apply_defaults()

@@ -14,6 +14,7 @@ import pytest
 import torch
 from scheduler_harness import assert_same_loop, assert_scaled_close, run_loop
 
+import ddlearn
 from ddlearn.config import init_parameters
 from ddlearn.schedulers.dpm_solver import DPMSolverMultistepScheduler
 from ddlearn.schedulers.euler import EulerDiscreteScheduler
@@ -275,12 +276,14 @@ def test_add_noise_matches_diffusers(name, dtype):
 # --------------------------------------------------------------------------------------------------
 # Clear errors
 # --------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(PAIRS))
-def test_step_before_set_timesteps_is_a_clear_error(name):
-    scheduler = PAIRS[name][0]()
+@pytest.mark.parametrize("name", ["dpm", "unipc"])
+def test_step_before_set_timesteps_is_a_clear_error_where_diffusers_refuses_it(name):
+    """(Euler and Euler ancestral step along the training σ's, as diffusers: see
+    test_scheduler_config_keys.py.)"""
     x = torch.zeros(1, 3, 8, 8)
-    with pytest.raises(ValueError, match="set_timesteps"):
-        scheduler.step(x, scheduler.timesteps[0], x)
+    for scheduler in (cls() for cls in PAIRS[name]):
+        with pytest.raises(ValueError, match="set_timesteps"):
+            scheduler.step(x, scheduler.timesteps[0], x)
 
 
 @pytest.mark.parametrize("name", list(PAIRS))
@@ -295,12 +298,12 @@ def test_bad_config_values_are_clear_errors(name):
 
 
 @pytest.mark.parametrize("cls, config, match", [
-    (DPMSolverMultistepScheduler, {"algorithm_type": "deis"}, "algorithm_type.*choose one of"),
-    (DPMSolverMultistepScheduler, {"solver_type": "bh2"}, "solver_type.*choose one of"),
+    (DPMSolverMultistepScheduler, {"algorithm_type": "dpm"}, "algorithm_type.*choose one of"),
+    (DPMSolverMultistepScheduler, {"solver_type": "bh3"}, "solver_type.*choose one of"),
     (DPMSolverMultistepScheduler, {"solver_order": 4}, "solver_order.*choose one of"),
     (DPMSolverMultistepScheduler, {"final_sigmas_type": "one"}, "final_sigmas_type"),
     (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver"}, "final_sigmas_type='sigma_min'"),
-    (UniPCMultistepScheduler, {"solver_type": "midpoint"}, "solver_type.*choose one of"),
+    (UniPCMultistepScheduler, {"solver_type": "bh3"}, "solver_type.*choose one of"),
     (UniPCMultistepScheduler, {"solver_type": "bh1"}, "final_sigmas_type='sigma_min'"),
     (UniPCMultistepScheduler, {"predict_x0": False}, "final_sigmas_type='sigma_min'"),
     (UniPCMultistepScheduler, {"lower_order_final": False}, "final_sigmas_type='sigma_min'"),
@@ -361,17 +364,36 @@ def test_many_steps_without_a_zero_step_match_diffusers(name, config, steps):
     check(name, config, steps=steps, batch=1, shape=(2, 4, 4))
 
 
-def test_swapping_a_sigma_range_config_matches_diffusers_or_warns():
-    """UniPC -> Euler keeps sigma_min/sigma_max; our DPM has none and says so (diffusers' reads
-    them from the foreign config)."""
+def test_swapping_a_sigma_range_config_matches_diffusers():
+    """UniPC -> Euler keeps sigma_min/sigma_max; DPM has no such keys, but reads them from the
+    foreign config they stay in, as diffusers' does."""
     config = {"use_karras_sigmas": True, "beta_schedule": "scaled_linear", **SIGMA_RANGE}
     ours = EulerDiscreteScheduler.from_config(UniPCMultistepScheduler(**config).config)
     theirs = diffusers.EulerDiscreteScheduler.from_config(
         diffusers.UniPCMultistepScheduler(**config).config)
     assert_same_shared_config(ours, theirs)
     compare_built("euler", ours, theirs)
-    with pytest.warns(UserWarning, match="sigma_min/sigma_max"):
-        DPMSolverMultistepScheduler.from_config(UniPCMultistepScheduler(**config).config)
+    ours = DPMSolverMultistepScheduler.from_config(UniPCMultistepScheduler(**config).config)
+    theirs = diffusers.DPMSolverMultistepScheduler.from_config(
+        diffusers.UniPCMultistepScheduler(**config).config)
+    compare_built("dpm", ours, theirs)
+
+
+@pytest.mark.parametrize("cls, key, value", [
+    ("DPMSolverMultistepScheduler", "algorithm_type", "deis"),
+    ("DPMSolverMultistepScheduler", "solver_type", "logrho"),
+    ("DPMSolverMultistepScheduler", "solver_type", "bh1"),
+    ("UniPCMultistepScheduler", "solver_type", "midpoint"),
+    ("UniPCMultistepScheduler", "solver_type", "logrho")])
+def test_other_solvers_settings_are_rewritten_as_diffusers_does(cls, key, value):
+    """DEIS's and the other solver's settings: diffusers records its nearest own one."""
+    theirs_cls = getattr(diffusers, cls)
+    config = {key: value, "final_sigmas_type": "sigma_min"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        theirs = theirs_cls(**config)
+    ours = getattr(ddlearn, cls)(**config)
+    assert ours.config[key] == theirs.config[key]
 
 
 @pytest.mark.parametrize("name", ["euler", "euler_a"])

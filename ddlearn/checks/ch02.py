@@ -15,7 +15,7 @@ import torch
 
 from ddlearn.checks import ExerciseError, compare_with_mistakes, run_check
 from ddlearn.checks.ch01 import _tiny_unet, as_tensor
-from ddlearn.schedulers.alpha_space import discrete_timesteps
+from ddlearn.schedulers.common import spaced_timesteps
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
 from ddlearn.schedulers.euler import EulerDiscreteScheduler
@@ -64,7 +64,7 @@ def check_timesteps(fn):
     """fn(num_inference_steps, num_train_timesteps, spacing) -> descending integer timesteps."""
 
     def case(n, T, spacing):
-        expected = torch.from_numpy(discrete_timesteps(n, T, spacing))
+        expected = torch.from_numpy(spaced_timesteps(n, T, spacing))
         name = f"timesteps({n}, {T}, {spacing!r})"
         yours = fn(n, T, spacing)
         if yours is None:

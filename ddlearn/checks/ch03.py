@@ -76,7 +76,9 @@ def check_ddim_step(fn):
         scheduler = DDIMScheduler(clip_sample=False)
         scheduler.set_timesteps(num_inference_steps)
         t = scheduler.timesteps[index]
-        a_t, a_prev = scheduler._alpha_prods(t)
+        prev_t = t - scheduler.config.num_train_timesteps // num_inference_steps
+        a_t = scheduler.alphas_cumprod[t]
+        a_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
         x_t, eps = _randn(2, 3, 8, 8, seed=seed), _randn(2, 3, 8, 8, seed=seed + 1)
         expected = scheduler.step(eps, t, x_t, eta=0.0).prev_sample
         x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()

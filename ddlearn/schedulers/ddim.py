@@ -14,7 +14,7 @@ Mirrors `diffusers.DDIMScheduler` (same config keys, defaults, timesteps, noise 
 
 References: Song, Meng & Ermon 2021, "Denoising Diffusion Implicit Models": eq. (12) the update,
 eq. (16) σ_t(η). Lin et al. 2023 (zero terminal SNR, "trailing" spacing); Saharia et al. 2022
-(Imagen) §2.3: dynamic thresholding.
+(Imagen) §2.3: dynamic thresholding; Salimans & Ho 2022 §4: v-prediction.
 """
 
 from typing import Optional
@@ -22,21 +22,28 @@ from typing import Optional
 import torch
 
 from ddlearn.config import register_to_config
-from ddlearn.schedulers.alpha_space import AlphaSchedulerMixin, predict_x0
+from ddlearn.noise import randn_tensor
+from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
     SchedulerOutput,
+    add_noise,
+    alpha_bar_coefficients,
     check_choice,
+    check_ready,
+    dynamic_threshold,
     make_betas,
-    randn_like_output,
+    predict_epsilon,
+    predict_x0,
+    spaced_timesteps,
 )
 
 
-class DDIMScheduler(AlphaSchedulerMixin):
+class DDIMScheduler(SchedulerMixin):
     """DDIM sampling (Song et al. 2021): eq. (12) with σ_t from eq. (16)."""
 
-    order = 1
+    init_noise_sigma = 1.0  # x_T ~ N(0, I)
 
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
@@ -49,41 +56,57 @@ class DDIMScheduler(AlphaSchedulerMixin):
                  rescale_betas_zero_snr: bool = False):
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                       trained_betas, rescale_betas_zero_snr))
+        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                trained_betas, rescale_betas_zero_snr)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         # the "previous" ᾱ of the last step: 1 (a clean x_0) or ᾱ at t = 0
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)  # until set_timesteps
 
-    def _alpha_prods(self, timestep):
-        """(α_t, α_{t-1}). As in diffusers, the previous step is t - T//n for every spacing."""
-        prev_timestep = timestep - self.config.num_train_timesteps // self.num_inference_steps
-        alpha_prod_t = self.alphas_cumprod[timestep]
-        alpha_prod_t_prev = (self.alphas_cumprod[prev_timestep] if prev_timestep >= 0
-                             else self.final_alpha_cumprod)
-        return alpha_prod_t, alpha_prod_t_prev
+    def set_timesteps(self, num_inference_steps: int, device=None):
+        """Choose the timesteps to visit, descending, by `config.timestep_spacing`."""
+        c = self.config
+        steps = spaced_timesteps(num_inference_steps, c.num_train_timesteps, c.timestep_spacing,
+                                 c.steps_offset)
+        self.num_inference_steps = num_inference_steps
+        self.timesteps = torch.from_numpy(steps).to(device)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep=None) -> torch.Tensor:
+        """The network sees x_t unscaled."""
+        return sample
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, eta: float = 0.0,
              use_clipped_model_output: bool = False,
              generator: Optional[torch.Generator] = None,
+             variance_noise: Optional[torch.Tensor] = None,
              return_dict: bool = True) -> SchedulerOutput:
-        """x_t -> x_{t-1} by eq. (12); η > 0 adds σ_t(η) z with z drawn from `generator`."""
-        self._check_ready()
+        """x_t -> x_{t-1} by eq. (12); η > 0 adds σ_t(η) z, z from `generator` (or given as
+        `variance_noise`)."""
+        check_ready(self)
         c = self.config
 
-        # 1. α_t and α_{t-1} (the previous inference step)
-        alpha_prod_t, alpha_prod_t_prev = self._alpha_prods(timestep)
+        # 1. α_t and α_{t-1}: as in diffusers, the previous step is t - T//n for every spacing
+        prev_timestep = timestep - c.num_train_timesteps // self.num_inference_steps
+        alpha_prod_t = self.alphas_cumprod[timestep]
+        alpha_prod_t_prev = (self.alphas_cumprod[prev_timestep] if prev_timestep >= 0
+                             else self.final_alpha_cumprod)
         beta_prod_t = 1 - alpha_prod_t
 
-        # 2. ε from the network's output (eq. 12; v-prediction: Salimans & Ho 2022)
-        if c.prediction_type == "epsilon":
-            pred_epsilon = model_output
-        elif c.prediction_type == "sample":
-            pred_epsilon = (sample - alpha_prod_t**0.5 * model_output) / beta_prod_t**0.5
-        else:
-            pred_epsilon = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
+        # 2. x̂_0 and ε̂ from the network's output (eq. 12; x_t = √α_t x_0 + √(1-α_t) ε)
+        pred_original_sample = predict_x0(model_output, sample, alpha_prod_t**0.5,
+                                          beta_prod_t**0.5, c.prediction_type)
+        pred_epsilon = predict_epsilon(model_output, sample, alpha_prod_t**0.5, beta_prod_t**0.5,
+                                       c.prediction_type)
 
-        # 3. predicted x_0, thresholded or clipped to the data range
-        pred_original_sample = predict_x0(model_output, sample, alpha_prod_t, c)
+        # 3. x̂_0 kept in the data range: dynamic thresholding, or clipping
+        if c.thresholding:
+            pred_original_sample = dynamic_threshold(pred_original_sample,
+                                                     c.dynamic_thresholding_ratio,
+                                                     c.sample_max_value)
+        elif c.clip_sample:
+            pred_original_sample = pred_original_sample.clamp(-c.clip_sample_range,
+                                                              c.clip_sample_range)
 
         # 4. σ_t(η) = η √((1 - α_{t-1}) / (1 - α_t)) √(1 - α_t / α_{t-1})  (eq. 16)
         variance = (1 - alpha_prod_t_prev) / beta_prod_t * (1 - alpha_prod_t / alpha_prod_t_prev)
@@ -97,5 +120,15 @@ class DDIMScheduler(AlphaSchedulerMixin):
         # 6. x_{t-1} = √α_{t-1} x̂_0 + direction (+ σ_t z, "random noise")  (eq. 12)
         prev_sample = alpha_prod_t_prev**0.5 * pred_original_sample + pred_sample_direction
         if eta > 0:
-            prev_sample = prev_sample + std_dev_t * randn_like_output(model_output, generator)
+            if variance_noise is not None and generator is not None:
+                raise ValueError("pass either generator or variance_noise, not both")
+            if variance_noise is None:
+                variance_noise = randn_tensor(model_output.shape, generator,
+                                              device=model_output.device, dtype=model_output.dtype)
+            prev_sample = prev_sample + std_dev_t * variance_noise
         return SchedulerOutput(prev_sample, pred_original_sample).returned(return_dict)
+
+    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
+        """Forward process (DDPM eq. 4): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε, at any training timesteps."""
+        alpha_t, sigma_t = alpha_bar_coefficients(self.alphas_cumprod, timesteps, original_samples)
+        return add_noise(original_samples, noise, alpha_t, sigma_t)

@@ -1,7 +1,9 @@
 """DPM-Solver and DPM-Solver++ multistep samplers: exponential integrators in log-SNR time λ.
 
 Mirrors `diffusers.DPMSolverMultistepScheduler`: algorithm_type "dpmsolver++" (the default, as in
-Stable Diffusion), "dpmsolver" and "sde-dpmsolver++"; solver_order 1-3. The ODE is linear in x
+Stable Diffusion), "dpmsolver", "sde-dpmsolver++" and "sde-dpmsolver"; solver_order 1-3; Karras,
+exponential, beta or λ-uniform (`use_lu_lambdas`) σ; `lambda_min_clipped`; learned-variance
+models (`variance_type`). The ODE is linear in x
 apart from the network term, so the linear part is integrated exactly and only the prediction is
 approximated, by a Taylor polynomial in λ through the last 1-3 predictions (multistep: one
 network call per step, the history is reused).
@@ -23,26 +25,39 @@ and §3.2 (Taylor terms in λ, DPM-Solver-1); Lu et al. 2022b, "DPM-Solver++" (a
 "sde-dpmsolver++" as k-diffusion's `sample_dpmpp_2m_sde`.
 """
 
-import warnings
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
 
 from ddlearn.config import register_to_config
+from ddlearn.noise import randn_tensor
+from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
     SchedulerOutput,
+    add_noise,
+    alpha_sigma,
     check_choice,
+    check_ready,
+    check_sigma_options,
+    current_step_index,
     dynamic_threshold,
-    index_for_timestep,
-    randn_like_output,
+    make_betas,
+    multistep_schedule,
+    predict_epsilon,
+    predict_x0,
+    sigmas_at,
+    sigmas_from_alphas_cumprod,
 )
-from ddlearn.schedulers.lambda_space import LambdaSchedulerMixin, alpha_sigma, to_eps
+
+ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver")
 
 
-class DPMSolverMultistepScheduler(LambdaSchedulerMixin):
+class DPMSolverMultistepScheduler(SchedulerMixin):
+    init_noise_sigma = 1.0  # x_T ~ N(0, I): the network sees x_t unscaled
+
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
                  beta_end: float = 0.02, beta_schedule: str = "linear",
@@ -51,52 +66,98 @@ class DPMSolverMultistepScheduler(LambdaSchedulerMixin):
                  dynamic_thresholding_ratio: float = 0.995, sample_max_value: float = 1.0,
                  algorithm_type: str = "dpmsolver++", solver_type: str = "midpoint",
                  lower_order_final: bool = True, euler_at_final: bool = False,
-                 use_karras_sigmas: Optional[bool] = False, final_sigmas_type: str = "zero",
+                 use_karras_sigmas: Optional[bool] = False,
+                 use_exponential_sigmas: Optional[bool] = False,
+                 use_beta_sigmas: Optional[bool] = False, use_lu_lambdas: Optional[bool] = False,
+                 use_flow_sigmas: Optional[bool] = False, flow_shift: Optional[float] = 1.0,
+                 final_sigmas_type: Optional[str] = "zero",
+                 lambda_min_clipped: float = -float("inf"), variance_type: Optional[str] = None,
                  timestep_spacing: str = "linspace", steps_offset: int = 0,
-                 rescale_betas_zero_snr: bool = False):
-        super().__init__()
+                 rescale_betas_zero_snr: bool = False, use_dynamic_shifting: bool = False,
+                 time_shift_type: str = "exponential"):
+        # flow_shift and time_shift_type only act with these two, so any value of them is fine
+        self._only_default("use_flow_sigmas", "use_dynamic_shifting")
+        check_sigma_options(self.config)
+        if algorithm_type == "deis":  # diffusers records DEIS as DPM-Solver++
+            self._register(algorithm_type="dpmsolver++")
+        if solver_type in ("logrho", "bh1", "bh2"):  # DEIS's and UniPC's: their closest here
+            self._register(solver_type="midpoint")
+        c = self.config
         for name, value, choices in [
                 ("solver_order", solver_order, (1, 2, 3)),
                 ("prediction_type", prediction_type, PREDICTION_TYPES),
-                ("algorithm_type", algorithm_type, ("dpmsolver++", "dpmsolver", "sde-dpmsolver++")),
-                ("solver_type", solver_type, ("midpoint", "heun")),
+                ("algorithm_type", c.algorithm_type, ALGORITHM_TYPES),
+                ("solver_type", c.solver_type, ("midpoint", "heun")),
                 ("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min")),
+                ("variance_type", variance_type, (None, "learned", "learned_range")),
                 ("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)]:
             check_choice(name, value, choices)
-        if algorithm_type == "dpmsolver" and final_sigmas_type == "zero":
-            raise ValueError("algorithm_type='dpmsolver' cannot step to σ = 0 (its update has "
-                             "σ_t (e^h - 1) = 0·∞ there); pass final_sigmas_type='sigma_min'")
-        self._init_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
-                            rescale_betas_zero_snr)
-        self.model_outputs, self.lower_order_nums, self.step_index = [None] * solver_order, 0, None
+        if c.algorithm_type in ("dpmsolver", "sde-dpmsolver") and final_sigmas_type == "zero":
+            raise ValueError(f"algorithm_type={c.algorithm_type!r} cannot step to σ = 0 (its "
+                             f"update has σ_t (e^h - 1) = 0·∞ there); pass "
+                             f"final_sigmas_type='sigma_min'")
+        if c.algorithm_type == "sde-dpmsolver" and solver_order == 3:
+            raise ValueError("algorithm_type='sde-dpmsolver' has no 3rd-order update (diffusers "
+                             "fails at the third step); use solver_order=2")
+        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                trained_betas, rescale_betas_zero_snr)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        if rescale_betas_zero_snr:
+            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make λ_T = -∞
+        self.alpha_t, self.sigma_t = self.alphas_cumprod**0.5, (1 - self.alphas_cumprod) ** 0.5
+        self.lambda_t = torch.log(self.alpha_t) - torch.log(self.sigma_t)
+        self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
+        self.model_outputs, self.lower_order_nums = [None] * solver_order, 0
 
-    @classmethod
-    def extract_init_kwargs(cls, config, **overrides) -> dict:
-        """As ConfigMixin's, but a UniPC config's solver_type ("bh1"/"bh2") becomes "midpoint"."""
-        kwargs = super().extract_init_kwargs(config, **overrides)
-        given = {**dict(config), **overrides}
-        if given.get("sigma_min") is not None or given.get("sigma_max") is not None:
-            warnings.warn(f"{cls.__name__} has no sigma_min/sigma_max: its Karras σ keep the "
-                          f"training range (diffusers' DPM would read them from this config)",
-                          stacklevel=3)
-        if kwargs.get("solver_type") in ("bh1", "bh2", "logrho"):
-            kwargs["solver_type"] = "midpoint"
-        return kwargs
+    def set_timesteps(self, num_inference_steps: Optional[int] = None, device=None,
+                      mu: Optional[float] = None, timesteps: Optional[List[int]] = None):
+        """Choose the N timesteps (spaced below λ_min_clipped, or yours) and their σ_i
+        (interpolated, Karras, exponential, beta or even in λ), then σ_N; clear the history."""
+        c, T = self.config, self.config.num_train_timesteps
+        if mu is not None:
+            raise NotImplementedError("set_timesteps(mu=...) is for use_dynamic_shifting, a "
+                                      "diffusers option ddlearn does not implement")
+        if (num_inference_steps is None) == (timesteps is None):
+            raise ValueError("pass exactly one of num_inference_steps or timesteps")
+        train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
+        if timesteps is not None:
+            if (c.use_karras_sigmas or c.use_lu_lambdas or c.use_exponential_sigmas
+                    or c.use_beta_sigmas):
+                raise ValueError("custom timesteps cannot be combined with use_karras_sigmas, "
+                                 "use_lu_lambdas, use_exponential_sigmas or use_beta_sigmas")
+            timesteps = np.array(timesteps).astype(np.int64)
+            sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
+        else:  # λ_min_clipped: leave out the noisiest steps, whose λ is below it
+            clipped = torch.searchsorted(torch.flip(self.lambda_t, [0]), c.lambda_min_clipped)
+            timesteps, sigmas = multistep_schedule(
+                c, self.alphas_cumprod, num_inference_steps, last=T - clipped.item(),
+                round_respaced=c.beta_schedule != "squaredcos_cap_v2")
+        sigma_last = train_sigmas[0] if c.final_sigmas_type == "sigma_min" else 0.0
+        self.sigmas = torch.from_numpy(np.concatenate([sigmas, [sigma_last]]).astype(np.float32))
+        self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.int64)
+        self.num_inference_steps = len(timesteps)
+        self.model_outputs = [None] * c.solver_order
+        self.lower_order_nums, self.step_index, self.begin_index = 0, None, None
 
-    def set_timesteps(self, num_inference_steps: int, device=None):
-        """Choose the N timesteps, their σ_i (interpolated or Karras) and σ_N; clear the history."""
-        self._set_schedule(num_inference_steps, device, round_karras_timesteps=(
-            self.config.beta_schedule != "squaredcos_cap_v2"))
-        self.model_outputs = [None] * self.config.solver_order
-        self.lower_order_nums, self.step_index = 0, None
+    def scale_model_input(self, sample: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """No scaling: the network sees x_t itself."""
+        return sample
 
     def convert_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
-        """The network's output as x̂_0 ("++": data prediction) or as ε̂ ("dpmsolver")."""
+        """The network's output as x̂_0 ("++": data prediction) or as ε̂ ("dpmsolver"), with
+        x̂_0 dynamically thresholded when the config asks."""
         c = self.config
-        if c.algorithm_type != "dpmsolver":
-            return self._to_x0(model_output, sample)
+        if c.variance_type in ("learned", "learned_range") and c.prediction_type == "epsilon":
+            model_output = model_output[:, :sample.shape[1]]  # (B, 2C, H, W): drop the variance
         alpha_t, sigma_t = alpha_sigma(self.sigmas[self.step_index])
-        eps = to_eps(model_output, sample, alpha_t, sigma_t, c.prediction_type)
+        if c.algorithm_type in ("dpmsolver++", "sde-dpmsolver++"):
+            x0 = predict_x0(model_output, sample, alpha_t, sigma_t, c.prediction_type)
+            if c.thresholding:
+                x0 = dynamic_threshold(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
+            return x0
+        eps = predict_epsilon(model_output, sample, alpha_t, sigma_t, c.prediction_type)
         if c.thresholding:  # threshold the x̂_0 that this ε̂ implies, then convert back
             x0 = dynamic_threshold((sample - sigma_t * eps) / alpha_t,
                                    c.dynamic_thresholding_ratio, c.sample_max_value)
@@ -105,11 +166,11 @@ class DPMSolverMultistepScheduler(LambdaSchedulerMixin):
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: Optional[torch.Generator] = None,
+             variance_noise: Optional[torch.Tensor] = None,
              return_dict: bool = True) -> SchedulerOutput:
         """One multistep DPM-Solver update from σ_i to σ_{i+1}."""
-        self._check_ready()
-        if self.step_index is None:
-            self.step_index = index_for_timestep(self.timesteps, timestep)
+        check_ready(self)
+        self.step_index = current_step_index(self, timestep)
         i, N, c = self.step_index, len(self.timesteps), self.config
 
         # 1. order: warm up from 1st order; lower it at the end (stabler with few steps, σ_N = 0)
@@ -124,8 +185,11 @@ class DPMSolverMultistepScheduler(LambdaSchedulerMixin):
         self.model_outputs = self.model_outputs[1:] + [model_output]
         sample = sample.to(torch.float32)  # upcast, as diffusers does
         noise = None
-        if c.algorithm_type == "sde-dpmsolver++":
-            noise = randn_like_output(model_output, generator, dtype=torch.float32)
+        if c.algorithm_type.startswith("sde-"):  # the noise of this step: drawn, or given
+            noise = (variance_noise.to(device=model_output.device, dtype=torch.float32)
+                     if variance_noise is not None else
+                     randn_tensor(model_output.shape, generator, device=model_output.device,
+                                  dtype=torch.float32))
 
         # 3. the update (below), then bookkeeping
         prev_sample = self._update(sample, order, noise)
@@ -167,8 +231,23 @@ class DPMSolverMultistepScheduler(LambdaSchedulerMixin):
             return (alpha_t / alpha_s0, -(sigma_t * e), -(0.5 * (sigma_t * e)),
                     -(sigma_t * (e / h - 1.0)),
                     -(sigma_t * ((torch.exp(h) - 1.0 - h) / h**2 - 0.5)), None)
+        if self.config.algorithm_type == "sde-dpmsolver":  # ε form, drift doubled, fresh noise
+            e = torch.exp(h) - 1.0
+            return (alpha_t / alpha_s0, -2.0 * (sigma_t * e), -(sigma_t * e),
+                    -2.0 * (sigma_t * (e / h - 1.0)), None,
+                    sigma_t * torch.sqrt(torch.exp(2 * h) - 1.0))
         e = 1.0 - torch.exp(-2.0 * h)  # sde-dpmsolver++: drift doubled, fresh noise √(1 - e^-2h)
         return (sigma_t / sigma_s0 * torch.exp(-h), alpha_t * e, 0.5 * (alpha_t * e),
                 alpha_t * (e / (-2.0 * h) + 1.0),
                 alpha_t * ((1.0 - torch.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5),
                 sigma_t * torch.sqrt(1.0 - torch.exp(-2 * h)))
+
+    def _lambda(self, k: int) -> torch.Tensor:
+        """λ_k = log(α_k / σ_k) at step k of the schedule."""
+        alpha_k, sigma_k = alpha_sigma(self.sigmas[k])
+        return torch.log(alpha_k) - torch.log(sigma_k)
+
+    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
+        """x_t = α_t x_0 + σ_t ε, with σ_t/α_t looked up in the inference schedule."""
+        alpha_t, sigma_t = alpha_sigma(sigmas_at(self, timesteps, original_samples))
+        return add_noise(original_samples, noise, alpha_t, sigma_t)

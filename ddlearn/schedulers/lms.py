@@ -23,44 +23,64 @@ import numpy as np
 import torch
 
 from ddlearn.config import register_to_config
+from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
     SchedulerOutput,
+    add_noise,
     check_choice,
-    index_for_timestep,
+    check_sigma_options,
+    current_step_index,
+    denoise,
+    init_noise_sigma,
     make_betas,
+    sigma_schedule,
     sigmas_at,
+    sigmas_from_alphas_cumprod,
 )
-from ddlearn.schedulers.sigma_space import SigmaSchedulerMixin
 
 
-class LMSDiscreteScheduler(SigmaSchedulerMixin):
+class LMSDiscreteScheduler(SchedulerMixin):
     """k-diffusion's LMS sampler on a DDPM-trained model's σ schedule."""
-
-    order = 1
 
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
                  beta_end: float = 0.02, beta_schedule: str = "linear",
-                 trained_betas: Optional[list] = None, use_karras_sigmas: bool = False,
-                 prediction_type: str = "epsilon", timestep_spacing: str = "linspace",
-                 steps_offset: int = 0):
+                 trained_betas: Optional[list] = None, use_karras_sigmas: Optional[bool] = False,
+                 use_exponential_sigmas: Optional[bool] = False,
+                 use_beta_sigmas: Optional[bool] = False, prediction_type: str = "epsilon",
+                 timestep_spacing: str = "linspace", steps_offset: int = 0):
+        check_sigma_options(self.config)
         check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                       trained_betas))
+        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                trained_betas)
         self.alphas = 1.0 - self.betas
-        self.derivatives, self.step_index = [], None
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        # until set_timesteps: every training σ, large to small, then 0
+        sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).flip(0)
+        self.sigmas = torch.cat([sigmas, torch.zeros(1)])
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
+        self.derivatives = []
+
+    @property
+    def init_noise_sigma(self) -> torch.Tensor:
+        return init_noise_sigma(self.sigmas, self.config.timestep_spacing)
 
     def set_timesteps(self, num_inference_steps: int, device=None):
-        """Choose the N timesteps and their σ_i (interpolated in the training σ's, or Karras')."""
-        c, n = self.config, num_inference_steps
-        timesteps, sigmas = self._sigma_schedule(n, c.use_karras_sigmas)  # EDM eq. (5) if Karras
+        """Choose the N timesteps and their σ_i (interpolated in the training σ's, or Karras',
+        exponential, beta); σ_N = 0."""
+        timesteps, sigmas = sigma_schedule(self.config, self.alphas_cumprod, num_inference_steps)
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.float32)
-        self.num_inference_steps = n
-        self.derivatives, self.step_index = [], None
+        self.num_inference_steps = num_inference_steps
+        self.derivatives, self.step_index, self.begin_index = [], None, None
+
+    def scale_model_input(self, sample: torch.Tensor, timestep) -> torch.Tensor:
+        """x_t / √(σ² + 1): EDM's c_in, the unit-variance input the network was trained on."""
+        self.step_index = current_step_index(self, timestep)
+        return sample / ((self.sigmas[self.step_index] ** 2 + 1) ** 0.5)
 
     def lms_coefficients(self, order: int) -> list:
         """∫_{σ_i}^{σ_{i+1}} ℓ_j(σ) dσ, ℓ_j the Lagrange basis through σ_i, σ_{i-1}, ..., j < order.
@@ -84,19 +104,11 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
              generator: Optional[torch.Generator] = None,
              return_dict: bool = True) -> SchedulerOutput:
         """One LMS step σ_i -> σ_{i+1} of order min(i + 1, `order`) (deterministic)."""
-        self._check_ready()
-        if self.step_index is None:
-            self.step_index = index_for_timestep(self.timesteps, timestep)
+        self.step_index = current_step_index(self, timestep)
         sigma = self.sigmas[self.step_index]
 
-        # 1. denoised estimate x̂_0 from the network's prediction
-        if self.config.prediction_type == "epsilon":  # x = x_0 + σ ε
-            pred_original_sample = sample - sigma * model_output
-        elif self.config.prediction_type == "v_prediction":
-            pred_original_sample = (model_output * (-sigma / (sigma**2 + 1) ** 0.5)
-                                    + sample / (sigma**2 + 1))
-        else:  # "sample"
-            pred_original_sample = model_output
+        # 1. denoised estimate x̂_0 = D(x; σ) from the network's prediction (EDM Table 1)
+        pred_original_sample = denoise(model_output, sample, sigma, self.config.prediction_type)
 
         # 2. ODE derivative d_i = (x - x̂_0) / σ_i (EDM eq. 3); keep the last `order` of them
         self.derivatives.append((sample - pred_original_sample) / sigma)
@@ -113,4 +125,4 @@ class LMSDiscreteScheduler(SigmaSchedulerMixin):
 
     def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
         """x_t = x_0 + σ_t ε, with σ_t looked up in the inference schedule."""
-        return original_samples + noise * sigmas_at(self, timesteps, original_samples)
+        return add_noise(original_samples, noise, 1.0, sigmas_at(self, timesteps, original_samples))

@@ -26,14 +26,24 @@ import numpy as np
 import torch
 
 from ddlearn.config import register_to_config
-from ddlearn.schedulers.alpha_space import AlphaSchedulerMixin, discrete_timesteps
-from ddlearn.schedulers.common import TIMESTEP_SPACINGS, SchedulerOutput, check_choice, make_betas
+from ddlearn.schedulers.base import SchedulerMixin
+from ddlearn.schedulers.common import (
+    TIMESTEP_SPACINGS,
+    SchedulerOutput,
+    add_noise,
+    alpha_bar_coefficients,
+    check_choice,
+    check_ready,
+    make_betas,
+    predict_epsilon,
+    spaced_timesteps,
+)
 
 
-class PNDMScheduler(AlphaSchedulerMixin):
+class PNDMScheduler(SchedulerMixin):
     """PRK warm-up + PLMS (Liu et al. 2022, Algorithm 2), or PLMS alone (`skip_prk_steps`)."""
 
-    order = 1
+    init_noise_sigma = 1.0  # x_T ~ N(0, I)
 
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
@@ -43,10 +53,12 @@ class PNDMScheduler(AlphaSchedulerMixin):
                  timestep_spacing: str = "leading", steps_offset: int = 0):
         check_choice("prediction_type", prediction_type, ("epsilon", "v_prediction"))
         check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self._init_schedule(make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
-                                       trained_betas))
+        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                trained_betas)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else self.alphas_cumprod[0]
-        self.timesteps = None
+        self.timesteps = None  # PNDM has none until set_timesteps, as in diffusers
 
     def set_timesteps(self, num_inference_steps: int, device=None):
         """PRK timesteps (4 per RK step, over the 4 highest t) then PLMS timesteps; resets state."""
@@ -55,8 +67,8 @@ class PNDMScheduler(AlphaSchedulerMixin):
             raise ValueError(f"num_inference_steps={n} is too few for PNDM's Runge-Kutta warm-up, "
                              f"which spans the 4 highest timesteps (diffusers fails with a "
                              f"broadcast error); use at least 4 steps, or skip_prk_steps=True")
-        ascending = discrete_timesteps(n, c.num_train_timesteps, c.timestep_spacing,
-                                       c.steps_offset)[::-1]
+        ascending = spaced_timesteps(n, c.num_train_timesteps, c.timestep_spacing,
+                                     c.steps_offset)[::-1]
         if c.skip_prk_steps:  # the 2nd call re-does the 1st step (see _step_plms)
             self.prk_timesteps = np.array([], dtype=np.int64)
             plms = np.concatenate([ascending[:-1], ascending[-2:-1], ascending[-1:]])[::-1]
@@ -70,11 +82,15 @@ class PNDMScheduler(AlphaSchedulerMixin):
         self.num_inference_steps = n
         self.ets, self.counter, self.cur_model_output, self.cur_sample = [], 0, 0, None
 
+    def scale_model_input(self, sample: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """The network sees x_t unscaled."""
+        return sample
+
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: Optional[torch.Generator] = None,
              return_dict: bool = True) -> SchedulerOutput:
         """One call of the PRK or PLMS sequence (deterministic: `generator` is unused)."""
-        self._check_ready()
+        check_ready(self)
         if self.counter < len(self.prk_timesteps):
             prev_sample = self._step_prk(model_output, timestep, sample)
         else:
@@ -133,10 +149,15 @@ class PNDMScheduler(AlphaSchedulerMixin):
         alpha_prod_t_prev = (self.alphas_cumprod[prev_timestep] if prev_timestep >= 0
                              else self.final_alpha_cumprod)
         beta_prod_t, beta_prod_t_prev = 1 - alpha_prod_t, 1 - alpha_prod_t_prev
-        if self.config.prediction_type == "v_prediction":  # v -> ε
-            model_output = alpha_prod_t**0.5 * model_output + beta_prod_t**0.5 * sample
+        model_output = predict_epsilon(model_output, sample, alpha_prod_t**0.5, beta_prod_t**0.5,
+                                       self.config.prediction_type)  # v -> ε
         sample_coeff = (alpha_prod_t_prev / alpha_prod_t) ** 0.5
         denominator = (alpha_prod_t * beta_prod_t_prev**0.5
                        + (alpha_prod_t * beta_prod_t * alpha_prod_t_prev) ** 0.5)
         return (sample_coeff * sample
                 - (alpha_prod_t_prev - alpha_prod_t) * model_output / denominator)
+
+    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
+        """Forward process (DDPM eq. 4): x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε, at any training timesteps."""
+        alpha_t, sigma_t = alpha_bar_coefficients(self.alphas_cumprod, timesteps, original_samples)
+        return add_noise(original_samples, noise, alpha_t, sigma_t)

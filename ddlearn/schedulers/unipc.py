@@ -1,8 +1,9 @@
 """UniPC: a multistep predictor (UniP) plus a corrector (UniC) that reuses the next network call.
 
-Mirrors `diffusers.UniPCMultistepScheduler`. Each step first *corrects* the previous step's result
-x_i with the prediction the network just made at x_i (no extra network call), then *predicts*
-x_{i+1} from the history, like DPM-Solver++ (`lambda_space.py` has the λ-time picture they share).
+Mirrors `diffusers.UniPCMultistepScheduler` (with Karras, exponential or beta σ). Each step
+first *corrects* the previous step's result x_i with the prediction the network just made at x_i
+(no extra network call), then *predicts* x_{i+1} from the history, like DPM-Solver++
+(`dpm_solver.py` explains the λ-time picture they share).
 
 Notation (Zhao et al. 2023; x_t = α_t x_0 + σ_t ε, λ = log(α/σ)):
 
@@ -21,24 +22,36 @@ R_p a = g_p / B(h)), with B(h) = h ("bh1") or e^h - 1 ("bh2"); Lu et al. 2022b, 
 for the data-prediction (predict_x0) form.
 """
 
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import torch
 
 from ddlearn.config import register_to_config
+from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
     TIMESTEP_SPACINGS,
     SchedulerOutput,
+    add_noise,
+    alpha_sigma,
     check_choice,
-    check_sigma_range,
-    index_for_timestep,
+    check_ready,
+    check_sigma_options,
+    current_step_index,
+    dynamic_threshold,
+    make_betas,
+    multistep_schedule,
+    predict_epsilon,
+    predict_x0,
+    sigmas_at,
+    sigmas_from_alphas_cumprod,
 )
-from ddlearn.schedulers.lambda_space import LambdaSchedulerMixin, alpha_sigma, to_eps
 
 
-class UniPCMultistepScheduler(LambdaSchedulerMixin):
+class UniPCMultistepScheduler(SchedulerMixin):
+    init_noise_sigma = 1.0  # x_T ~ N(0, I): the network sees x_t unscaled
+
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 0.0001,
                  beta_end: float = 0.02, beta_schedule: str = "linear",
@@ -46,54 +59,83 @@ class UniPCMultistepScheduler(LambdaSchedulerMixin):
                  prediction_type: str = "epsilon", thresholding: bool = False,
                  dynamic_thresholding_ratio: float = 0.995, sample_max_value: float = 1.0,
                  predict_x0: bool = True, solver_type: str = "bh2", lower_order_final: bool = True,
-                 disable_corrector: Union[list, tuple] = (), use_karras_sigmas: bool = False,
-                 timestep_spacing: str = "linspace", steps_offset: int = 0,
-                 final_sigmas_type: str = "zero", rescale_betas_zero_snr: bool = False,
-                 sigma_min: Optional[float] = None, sigma_max: Optional[float] = None):
-        super().__init__()
-        check_sigma_range(sigma_min, sigma_max)
+                 disable_corrector: List[int] = [], solver_p=None,  # noqa: B006 (diffusers')
+                 use_karras_sigmas: Optional[bool] = False,
+                 use_exponential_sigmas: Optional[bool] = False,
+                 use_beta_sigmas: Optional[bool] = False, use_flow_sigmas: Optional[bool] = False,
+                 flow_shift: Optional[float] = 1.0, timestep_spacing: str = "linspace",
+                 steps_offset: int = 0, final_sigmas_type: Optional[str] = "zero",
+                 rescale_betas_zero_snr: bool = False, use_dynamic_shifting: bool = False,
+                 time_shift_type: str = "exponential", sigma_min: Optional[float] = None,
+                 sigma_max: Optional[float] = None, shift_terminal: Optional[float] = None):
+        # flow_shift and time_shift_type only act with flow σ and dynamic shifting
+        self._only_default("solver_p", "use_flow_sigmas", "use_dynamic_shifting",
+                           "shift_terminal")
+        check_sigma_options(self.config)
+        if solver_type in ("midpoint", "heun", "logrho"):  # DPM-Solver's and DEIS's, as diffusers
+            self._register(solver_type="bh2")
+        c = self.config
         for name, value, choices in [
                 ("solver_order", solver_order, (1, 2, 3)),
                 ("prediction_type", prediction_type, PREDICTION_TYPES),
-                ("solver_type", solver_type, ("bh1", "bh2")),
+                ("solver_type", c.solver_type, ("bh1", "bh2")),
                 ("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min")),
                 ("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)]:
             check_choice(name, value, choices)
-        if final_sigmas_type == "zero" and (solver_type == "bh1" or not predict_x0
+        if final_sigmas_type == "zero" and (c.solver_type == "bh1" or not predict_x0
                                             or (solver_order > 1 and not lower_order_final)):
             raise ValueError("UniPC can step to σ = 0 only with predict_x0=True, solver_type='bh2' "
                              "and lower_order_final=True (otherwise the last update is 0·∞ = NaN, "
                              "in diffusers too); pass final_sigmas_type='sigma_min'")
-        self._init_schedule(num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas,
-                            rescale_betas_zero_snr)
+        self.betas = make_betas(num_train_timesteps, beta_start, beta_end, beta_schedule,
+                                trained_betas, rescale_betas_zero_snr)
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        if rescale_betas_zero_snr:
+            self.alphas_cumprod[-1] = 2**-24  # ᾱ_T = 0 would make λ_T = -∞
+        self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
         self._reset_history()
 
     def _reset_history(self):
         """Forget the multistep history: predictions, warm-up count, last sample, step index."""
         self.model_outputs = [None] * self.config.solver_order
-        self.lower_order_nums, self.last_sample, self.this_order, self.step_index = 0, None, 0, None
+        self.lower_order_nums, self.last_sample, self.this_order = 0, None, 0
+        self.step_index = self.begin_index = None
 
-    @classmethod
-    def extract_init_kwargs(cls, config, **overrides) -> dict:
-        """As ConfigMixin's, but a DPM-Solver config's solver_type becomes "bh2" (as diffusers)."""
-        kwargs = super().extract_init_kwargs(config, **overrides)
-        if kwargs.get("solver_type") in ("midpoint", "heun", "logrho"):
-            kwargs["solver_type"] = "bh2"
-        return kwargs
-
-    def set_timesteps(self, num_inference_steps: int, device=None):
-        """Choose the N timesteps, their σ_i (interpolated, or Karras over [sigma_min, sigma_max])
-        and σ_N; clear the history."""
-        self._set_schedule(num_inference_steps, device, self.config.sigma_min,
-                           self.config.sigma_max)
+    def set_timesteps(self, num_inference_steps: Optional[int] = None, device=None,
+                      sigmas: Optional[List[float]] = None, mu: Optional[float] = None):
+        """Choose the N timesteps, their σ_i (interpolated, or Karras / exponential / beta over
+        [sigma_min, sigma_max]) and σ_N; clear the history."""
+        if sigmas is not None or mu is not None:
+            raise ValueError("set_timesteps(sigmas=..., mu=...) is for use_flow_sigmas and "
+                             "use_dynamic_shifting (diffusers refuses sigmas without flow σ)")
+        c = self.config
+        timesteps, sigmas = multistep_schedule(c, self.alphas_cumprod, num_inference_steps)
+        respaced = c.use_karras_sigmas or c.use_exponential_sigmas or c.use_beta_sigmas
+        sigma_last = 0.0
+        if c.final_sigmas_type == "sigma_min":  # the last σ of the schedule, or of training
+            sigma_last = (sigmas[-1] if respaced
+                          else sigmas_from_alphas_cumprod(self.alphas_cumprod)[0].item())
+        self.sigmas = torch.from_numpy(np.concatenate([sigmas, [sigma_last]]).astype(np.float32))
+        self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.int64)
+        self.num_inference_steps = len(timesteps)
         self._reset_history()
+
+    def scale_model_input(self, sample: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """No scaling: the network sees x_t itself."""
+        return sample
 
     def convert_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
         """The network's output as x̂_0 (predict_x0, thresholded if asked) or as ε̂."""
-        if self.config.predict_x0:
-            return self._to_x0(model_output, sample)
+        c = self.config
         alpha_t, sigma_t = alpha_sigma(self.sigmas[self.step_index])
-        return to_eps(model_output, sample, alpha_t, sigma_t, self.config.prediction_type)
+        if not c.predict_x0:
+            return predict_epsilon(model_output, sample, alpha_t, sigma_t, c.prediction_type)
+        x0 = predict_x0(model_output, sample, alpha_t, sigma_t, c.prediction_type)
+        if c.thresholding:
+            x0 = dynamic_threshold(x0, c.dynamic_thresholding_ratio, c.sample_max_value)
+        return x0
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor,
              generator: Optional[torch.Generator] = None,
@@ -102,9 +144,8 @@ class UniPCMultistepScheduler(LambdaSchedulerMixin):
 
         UniPC draws no noise; `generator` is accepted so every scheduler takes the same call.
         """
-        self._check_ready()
-        if self.step_index is None:
-            self.step_index = index_for_timestep(self.timesteps, timestep)
+        check_ready(self)
+        self.step_index = current_step_index(self, timestep)
         i, N, c = self.step_index, len(self.timesteps), self.config
 
         # 1. UniC (Alg. 1): redo x_{i-1} -> x_i with m_i too (free: the network just saw x_i);
@@ -175,3 +216,13 @@ class UniPCMultistepScheduler(LambdaSchedulerMixin):
                   else torch.linalg.solve(R, b).to(x.dtype)).to(x.device)
         corr = 0 if D1s is None else torch.einsum("k,bk...->b...", rhos_c[:-1], D1s)
         return (x_t - c_m * B_h * (corr + rhos_c[-1] * (m_t - self.model_outputs[-1]))).to(x.dtype)
+
+    def _lambda(self, k: int) -> torch.Tensor:
+        """λ_k = log(α_k / σ_k) at step k of the schedule."""
+        alpha_k, sigma_k = alpha_sigma(self.sigmas[k])
+        return torch.log(alpha_k) - torch.log(sigma_k)
+
+    def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
+        """x_t = α_t x_0 + σ_t ε, with σ_t/α_t looked up in the inference schedule."""
+        alpha_t, sigma_t = alpha_sigma(sigmas_at(self, timesteps, original_samples))
+        return add_noise(original_samples, noise, alpha_t, sigma_t)
