@@ -16,7 +16,8 @@ from torch import nn
 
 from ddlearn.checks import ExerciseError, compare, compare_with_mistakes, run_check
 from ddlearn.models.unet_2d import UNet2DModel
-from ddlearn.pipelines.pipeline import DiffusionPipeline, randn_tensor
+from ddlearn.noise import randn_tensor
+from ddlearn.pipelines.pipeline import DiffusionPipeline
 
 
 def as_tensor(x) -> torch.Tensor:

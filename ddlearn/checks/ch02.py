@@ -15,10 +15,10 @@ import torch
 
 from ddlearn.checks import ExerciseError, compare_with_mistakes, run_check
 from ddlearn.checks.ch01 import _tiny_unet, as_tensor
-from ddlearn.schedulers.common import spaced_timesteps
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
 from ddlearn.schedulers.euler import EulerDiscreteScheduler
+from ddlearn.schedulers.schedules import spaced_timesteps
 
 
 def _randn(*shape, seed: int) -> torch.Tensor:

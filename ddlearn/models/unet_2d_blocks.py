@@ -3,7 +3,8 @@
 Mirrors `diffusers.models.unets.unet_2d_blocks.{DownBlock2D, AttnDownBlock2D, UpBlock2D,
 AttnUpBlock2D, UNetMidBlock2D}` (with `resnet_time_scale_shift="default"`, SiLU, conv resampling).
 A level with attention is the same block with one self-attention layer after each ResNet block,
-so one class does both (`add_attention`); `AttnDownBlock2D` and `AttnUpBlock2D` only switch it on.
+so one class does both: diffusers' `AttnDownBlock2D` is `DownBlock2D(..., add_attention=True)`,
+its `AttnUpBlock2D` is `UpBlock2D(..., add_attention=True)`.
 Parameter names are diffusers': `resnets.j`, `attentions.j`, `downsamplers.0.conv`,
 `upsamplers.0.conv`.
 
@@ -73,13 +74,6 @@ class DownBlock2D(nn.Module):
             h = self.downsamplers[0](h)  # (B, C, H, W) -> (B, C, H/2, W/2)
             skips.append(h)
         return h, tuple(skips)
-
-
-class AttnDownBlock2D(DownBlock2D):
-    """`DownBlock2D` with self-attention after each ResNet block (diffusers' AttnDownBlock2D)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, add_attention=True, **kwargs)
 
 
 class UNetMidBlock2D(nn.Module):
@@ -152,10 +146,3 @@ class UpBlock2D(nn.Module):
         if self.upsamplers is not None:
             h = self.upsamplers[0](h, upsample_size)  # (B, C, H, W) -> (B, C, 2H, 2W)
         return h
-
-
-class AttnUpBlock2D(UpBlock2D):
-    """`UpBlock2D` with self-attention after each ResNet block (diffusers' AttnUpBlock2D)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, add_attention=True, **kwargs)

@@ -10,6 +10,7 @@ rewrites by hand:
 
 import torch
 
+from ddlearn.noise import randn_tensor
 from ddlearn.pipelines.checks import (
     check_count,
     check_flag,
@@ -18,7 +19,7 @@ from ddlearn.pipelines.checks import (
     check_output_type,
     check_steps,
 )
-from ddlearn.pipelines.pipeline import DiffusionPipeline, ImagePipelineOutput, randn_tensor
+from ddlearn.pipelines.pipeline import DiffusionPipeline, ImagePipelineOutput
 
 
 class DDPMPipeline(DiffusionPipeline):

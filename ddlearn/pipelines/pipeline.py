@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from ddlearn.config import FrozenConfig
 from ddlearn.files import atomic_write_text
 from ddlearn.hub import resolve_folder
-from ddlearn.noise import randn_tensor  # noqa: F401  (re-exported: pipelines draw x_T with it)
 from ddlearn.options import hub_options, refuse_unsupported, unexpected
 
 # the diffusers version whose folder layout ddlearn writes (model_index.json's _diffusers_version)

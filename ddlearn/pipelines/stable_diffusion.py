@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import torch
 
+from ddlearn.noise import randn_tensor
 from ddlearn.pipelines.checks import (
     IMAGE_OUTPUT_TYPES,
     LATENT_OUTPUT_TYPE,
@@ -39,7 +40,7 @@ from ddlearn.pipelines.checks import (
     check_steps,
     check_tensor,
 )
-from ddlearn.pipelines.pipeline import DiffusionPipeline, randn_tensor
+from ddlearn.pipelines.pipeline import DiffusionPipeline
 
 
 class StableDiffusionPipelineOutput(NamedTuple):

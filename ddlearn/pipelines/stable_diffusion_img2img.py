@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ddlearn.models.vae_wrapper import VAEWrapper
+from ddlearn.noise import randn_tensor
 from ddlearn.pipelines.checks import check_call_extras, check_number, check_tensor
-from ddlearn.pipelines.pipeline import randn_tensor
 from ddlearn.pipelines.stable_diffusion import (
     StableDiffusionPipeline,
     StableDiffusionPipelineOutput,

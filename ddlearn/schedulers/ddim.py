@@ -26,18 +26,16 @@ from ddlearn.noise import randn_tensor
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
-    TIMESTEP_SPACINGS,
     SchedulerOutput,
     add_noise,
     alpha_bar_coefficients,
     check_choice,
     check_ready,
     dynamic_threshold,
-    make_betas,
     predict_epsilon,
     predict_x0,
-    spaced_timesteps,
 )
+from ddlearn.schedulers.schedules import TIMESTEP_SPACINGS, make_betas, spaced_timesteps
 
 
 class DDIMScheduler(SchedulerMixin):

@@ -30,17 +30,15 @@ from ddlearn.noise import randn_tensor
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
-    TIMESTEP_SPACINGS,
     SchedulerOutput,
     add_noise,
     alpha_bar_coefficients,
     check_choice,
     dynamic_threshold,
     index_for_timestep,
-    make_betas,
     predict_x0,
-    spaced_timesteps,
 )
+from ddlearn.schedulers.schedules import TIMESTEP_SPACINGS, make_betas, spaced_timesteps
 
 VARIANCE_TYPES = ("fixed_small", "fixed_small_log", "fixed_large", "learned", "learned_range")
 

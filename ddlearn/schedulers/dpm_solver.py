@@ -34,25 +34,33 @@ from ddlearn.config import register_to_config
 from ddlearn.noise import randn_tensor
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
-    PREDICTION_TYPES,
-    TIMESTEP_SPACINGS,
+    FLOW_PREDICTION_TYPES,
     SchedulerOutput,
     add_noise,
     alpha_sigma,
     check_choice,
     check_ready,
-    check_sigma_options,
     current_step_index,
     dynamic_threshold,
-    make_betas,
-    multistep_schedule,
     predict_epsilon,
     predict_x0,
     sigmas_at,
+)
+from ddlearn.schedulers.schedules import (
+    TIMESTEP_SPACINGS,
+    check_sigma_options,
+    make_betas,
+    multistep_schedule,
+    respacing,
+    shifted_sigmas,
     sigmas_from_alphas_cumprod,
 )
 
 ALGORITHM_TYPES = ("dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver")
+# a learned-variance model's output holds the variance too; DDPM's fixed variances, kept in a
+# config swapped from DDPM, change nothing here (as in diffusers)
+VARIANCE_TYPES = (None, "learned", "learned_range", "fixed_small", "fixed_small_log",
+                  "fixed_large", "fixed_large_log")
 
 
 class DPMSolverMultistepScheduler(SchedulerMixin):
@@ -75,8 +83,6 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
                  timestep_spacing: str = "linspace", steps_offset: int = 0,
                  rescale_betas_zero_snr: bool = False, use_dynamic_shifting: bool = False,
                  time_shift_type: str = "exponential"):
-        # flow_shift and time_shift_type only act with these two, so any value of them is fine
-        self._only_default("use_flow_sigmas", "use_dynamic_shifting")
         check_sigma_options(self.config)
         if algorithm_type == "deis":  # diffusers records DEIS as DPM-Solver++
             self._register(algorithm_type="dpmsolver++")
@@ -85,17 +91,22 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         c = self.config
         for name, value, choices in [
                 ("solver_order", solver_order, (1, 2, 3)),
-                ("prediction_type", prediction_type, PREDICTION_TYPES),
+                ("prediction_type", prediction_type, FLOW_PREDICTION_TYPES),
                 ("algorithm_type", c.algorithm_type, ALGORITHM_TYPES),
                 ("solver_type", c.solver_type, ("midpoint", "heun")),
                 ("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min")),
-                ("variance_type", variance_type, (None, "learned", "learned_range")),
+                ("variance_type", variance_type, VARIANCE_TYPES),
                 ("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)]:
             check_choice(name, value, choices)
         if c.algorithm_type in ("dpmsolver", "sde-dpmsolver") and final_sigmas_type == "zero":
             raise ValueError(f"algorithm_type={c.algorithm_type!r} cannot step to σ = 0 (its "
                              f"update has σ_t (e^h - 1) = 0·∞ there); pass "
                              f"final_sigmas_type='sigma_min'")
+        if prediction_type == "flow_prediction" and (c.algorithm_type in ("dpmsolver",
+                                                                          "sde-dpmsolver")
+                                                     or not use_flow_sigmas):
+            raise ValueError("prediction_type='flow_prediction' needs use_flow_sigmas=True and "
+                             "a data-prediction algorithm_type ('dpmsolver++', 'sde-dpmsolver++')")
         if c.algorithm_type == "sde-dpmsolver" and solver_order == 3:
             raise ValueError("algorithm_type='sde-dpmsolver' has no 3rd-order update (diffusers "
                              "fails at the third step); use solver_order=2")
@@ -110,29 +121,42 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         self.sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod)
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1, dtype=torch.float32)
         self.model_outputs, self.lower_order_nums = [None] * solver_order, 0
+        self.flow_shift = flow_shift  # set_timesteps(mu=...) replaces it by e^μ, as diffusers
 
     def set_timesteps(self, num_inference_steps: Optional[int] = None, device=None,
                       mu: Optional[float] = None, timesteps: Optional[List[int]] = None):
         """Choose the N timesteps (spaced below λ_min_clipped, or yours) and their σ_i
         (interpolated, Karras, exponential, beta or even in λ), then σ_N; clear the history."""
         c, T = self.config, self.config.num_train_timesteps
-        if mu is not None:
-            raise NotImplementedError("set_timesteps(mu=...) is for use_dynamic_shifting, a "
-                                      "diffusers option ddlearn does not implement")
+        if mu is not None:  # dynamic shifting: the flow shift e^μ, from now on
+            if not (c.use_dynamic_shifting and c.time_shift_type == "exponential"):
+                raise ValueError("set_timesteps(mu=...) needs use_dynamic_shifting=True and "
+                                 "time_shift_type='exponential'")
+            self.flow_shift = float(np.exp(mu))
         if (num_inference_steps is None) == (timesteps is None):
             raise ValueError("pass exactly one of num_inference_steps or timesteps")
         train_sigmas = sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy()
+        respaced = (c.use_karras_sigmas or c.use_lu_lambdas or c.use_exponential_sigmas
+                    or c.use_beta_sigmas)
         if timesteps is not None:
-            if (c.use_karras_sigmas or c.use_lu_lambdas or c.use_exponential_sigmas
-                    or c.use_beta_sigmas):
+            if respaced or c.use_flow_sigmas:
                 raise ValueError("custom timesteps cannot be combined with use_karras_sigmas, "
-                                 "use_lu_lambdas, use_exponential_sigmas or use_beta_sigmas")
+                                 "use_lu_lambdas, use_exponential_sigmas, use_beta_sigmas or "
+                                 "use_flow_sigmas")
             timesteps = np.array(timesteps).astype(np.int64)
             sigmas = np.interp(timesteps, np.arange(0, len(train_sigmas)), train_sigmas)
+        elif c.use_flow_sigmas and not respaced:  # σ_t of x_t = (1-σ_t) x_0 + σ_t ε, shifted
+            n = num_inference_steps
+            sigmas = shifted_sigmas(1.0 - np.linspace(1, 1 / T, n + 1), self.flow_shift)
+            sigmas = sigmas[::-1][:-1].copy()  # from high noise down; σ = 0 dropped
+            timesteps = sigmas * T
         else:  # λ_min_clipped: leave out the noisiest steps, whose λ is below it
             clipped = torch.searchsorted(torch.flip(self.lambda_t, [0]), c.lambda_min_clipped)
+            respace = respacing(c)  # diffusers' order: Karras, then λ-uniform, then the others
+            if c.use_lu_lambdas and respace != "karras":
+                respace = "lu"
             timesteps, sigmas = multistep_schedule(
-                c, self.alphas_cumprod, num_inference_steps, last=T - clipped.item(),
+                c, self.alphas_cumprod, num_inference_steps, respace, last=T - clipped.item(),
                 round_respaced=c.beta_schedule != "squaredcos_cap_v2")
         sigma_last = train_sigmas[0] if c.final_sigmas_type == "sigma_min" else 0.0
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [sigma_last]]).astype(np.float32))
@@ -151,7 +175,7 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
         c = self.config
         if c.variance_type in ("learned", "learned_range") and c.prediction_type == "epsilon":
             model_output = model_output[:, :sample.shape[1]]  # (B, 2C, H, W): drop the variance
-        alpha_t, sigma_t = alpha_sigma(self.sigmas[self.step_index])
+        alpha_t, sigma_t = self._alpha_sigma(self.sigmas[self.step_index])
         if c.algorithm_type in ("dpmsolver++", "sde-dpmsolver++"):
             x0 = predict_x0(model_output, sample, alpha_t, sigma_t, c.prediction_type)
             if c.thresholding:
@@ -200,8 +224,8 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
     def _update(self, x: torch.Tensor, order: int, noise: Optional[torch.Tensor]):
         """x_{i+1} = c_x x_i + c_0 D0 [+ c_1 D1 [+ c_2 D2]] [+ c_z z]: Taylor terms of order 1-3."""
         i, m = self.step_index, self.model_outputs
-        alpha_t, sigma_t = alpha_sigma(self.sigmas[i + 1])
-        alpha_s0, sigma_s0 = alpha_sigma(self.sigmas[i])
+        alpha_t, sigma_t = self._alpha_sigma(self.sigmas[i + 1])
+        alpha_s0, sigma_s0 = self._alpha_sigma(self.sigmas[i])
         h = self._lambda(i + 1) - self._lambda(i)
         c_x, c_0, c_1_midpoint, c_1, c_2, c_z = self._coefficients(alpha_t, sigma_t, alpha_s0,
                                                                    sigma_s0, h)
@@ -242,12 +266,16 @@ class DPMSolverMultistepScheduler(SchedulerMixin):
                 alpha_t * ((1.0 - torch.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5),
                 sigma_t * torch.sqrt(1.0 - torch.exp(-2 * h)))
 
+    def _alpha_sigma(self, sigma):
+        """(α_t, σ_t) at a schedule σ: VP, or flow matching's (1 - σ, σ) with use_flow_sigmas."""
+        return alpha_sigma(sigma, self.config.use_flow_sigmas)
+
     def _lambda(self, k: int) -> torch.Tensor:
         """λ_k = log(α_k / σ_k) at step k of the schedule."""
-        alpha_k, sigma_k = alpha_sigma(self.sigmas[k])
+        alpha_k, sigma_k = self._alpha_sigma(self.sigmas[k])
         return torch.log(alpha_k) - torch.log(sigma_k)
 
     def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
         """x_t = α_t x_0 + σ_t ε, with σ_t/α_t looked up in the inference schedule."""
-        alpha_t, sigma_t = alpha_sigma(sigmas_at(self, timesteps, original_samples))
+        alpha_t, sigma_t = self._alpha_sigma(sigmas_at(self, timesteps, original_samples))
         return add_noise(original_samples, noise, alpha_t, sigma_t)

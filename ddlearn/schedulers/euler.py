@@ -31,19 +31,22 @@ from ddlearn.noise import randn_tensor
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
-    TIMESTEP_SPACINGS,
     SchedulerOutput,
     add_noise,
     check_choice,
-    check_sigma_options,
     check_timestep_value,
     current_step_index,
     denoise,
+    sigmas_at,
+)
+from ddlearn.schedulers.schedules import (
+    TIMESTEP_SPACINGS,
+    check_sigma_options,
     init_noise_sigma,
     make_betas,
+    respacing,
     sigma_schedule,
     sigma_to_t,
-    sigmas_at,
     sigmas_from_alphas_cumprod,
 )
 
@@ -111,7 +114,8 @@ class EulerDiscreteScheduler(SchedulerMixin):
             log_sigmas = np.log(sigmas_from_alphas_cumprod(self.alphas_cumprod).numpy())
             timesteps = sigma_to_t(sigmas[:-1], log_sigmas)
         else:
-            timesteps, sigmas = sigma_schedule(c, self.alphas_cumprod, n, timesteps)
+            timesteps, sigmas = sigma_schedule(c, self.alphas_cumprod, n, timesteps, respacing(c),
+                                               c.interpolation_type == "log_linear")
             sigma_last = 0.0
             if c.final_sigmas_type == "sigma_min":  # stop at the smallest training σ
                 sigma_last = sigmas_from_alphas_cumprod(self.alphas_cumprod)[0].item()

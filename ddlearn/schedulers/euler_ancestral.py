@@ -30,17 +30,19 @@ from ddlearn.config import register_to_config
 from ddlearn.noise import randn_tensor
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
-    TIMESTEP_SPACINGS,
     SchedulerOutput,
     add_noise,
     check_choice,
     check_timestep_value,
     current_step_index,
     denoise,
+    sigmas_at,
+)
+from ddlearn.schedulers.schedules import (
+    TIMESTEP_SPACINGS,
     init_noise_sigma,
     make_betas,
     sigma_schedule,
-    sigmas_at,
     sigmas_from_alphas_cumprod,
 )
 

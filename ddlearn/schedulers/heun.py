@@ -27,17 +27,20 @@ from ddlearn.config import register_to_config
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
-    TIMESTEP_SPACINGS,
     SchedulerOutput,
     add_noise,
     check_choice,
-    check_sigma_options,
     current_step_index,
     denoise,
+    sigmas_at,
+)
+from ddlearn.schedulers.schedules import (
+    TIMESTEP_SPACINGS,
+    check_sigma_options,
     init_noise_sigma,
     make_betas,
+    respacing,
     sigma_schedule,
-    sigmas_at,
 )
 
 
@@ -89,7 +92,7 @@ class HeunDiscreteScheduler(SchedulerMixin):
             raise NotImplementedError("set_timesteps(num_train_timesteps=...) other than the "
                                       "config's: build the scheduler with that many instead")
         n = num_inference_steps or len(timesteps)
-        timesteps, sigmas = sigma_schedule(c, self.alphas_cumprod, n, timesteps)
+        timesteps, sigmas = sigma_schedule(c, self.alphas_cumprod, n, timesteps, respacing(c))
         sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         # (σ_0, σ_1, ..., σ_N=0) -> (σ_0, σ_1, σ_1, ..., σ_{N-1}, σ_{N-1}, 0)
         self.sigmas = torch.cat([sigmas[:1], sigmas[1:-1].repeat_interleave(2), sigmas[-1:]])

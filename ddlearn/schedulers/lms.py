@@ -26,17 +26,20 @@ from ddlearn.config import register_to_config
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
     PREDICTION_TYPES,
-    TIMESTEP_SPACINGS,
     SchedulerOutput,
     add_noise,
     check_choice,
-    check_sigma_options,
     current_step_index,
     denoise,
+    sigmas_at,
+)
+from ddlearn.schedulers.schedules import (
+    TIMESTEP_SPACINGS,
+    check_sigma_options,
     init_noise_sigma,
     make_betas,
+    respacing,
     sigma_schedule,
-    sigmas_at,
     sigmas_from_alphas_cumprod,
 )
 
@@ -71,7 +74,8 @@ class LMSDiscreteScheduler(SchedulerMixin):
     def set_timesteps(self, num_inference_steps: int, device=None):
         """Choose the N timesteps and their σ_i (interpolated in the training σ's, or Karras',
         exponential, beta); σ_N = 0."""
-        timesteps, sigmas = sigma_schedule(self.config, self.alphas_cumprod, num_inference_steps)
+        timesteps, sigmas = sigma_schedule(self.config, self.alphas_cumprod, num_inference_steps,
+                                           respace=respacing(self.config))
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [0.0]]).astype(np.float32))
         self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.float32)
         self.num_inference_steps = num_inference_steps

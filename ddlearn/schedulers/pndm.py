@@ -28,16 +28,14 @@ import torch
 from ddlearn.config import register_to_config
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
-    TIMESTEP_SPACINGS,
     SchedulerOutput,
     add_noise,
     alpha_bar_coefficients,
     check_choice,
     check_ready,
-    make_betas,
     predict_epsilon,
-    spaced_timesteps,
 )
+from ddlearn.schedulers.schedules import TIMESTEP_SPACINGS, make_betas, spaced_timesteps
 
 
 class PNDMScheduler(SchedulerMixin):

@@ -30,22 +30,27 @@ import torch
 from ddlearn.config import register_to_config
 from ddlearn.schedulers.base import SchedulerMixin
 from ddlearn.schedulers.common import (
-    PREDICTION_TYPES,
-    TIMESTEP_SPACINGS,
+    FLOW_PREDICTION_TYPES,
     SchedulerOutput,
     add_noise,
     alpha_sigma,
     check_choice,
     check_ready,
-    check_sigma_options,
     current_step_index,
     dynamic_threshold,
-    make_betas,
-    multistep_schedule,
     predict_epsilon,
     predict_x0,
     sigmas_at,
+)
+from ddlearn.schedulers.schedules import (
+    TIMESTEP_SPACINGS,
+    check_sigma_options,
+    make_betas,
+    multistep_schedule,
+    respacing,
+    shifted_sigmas,
     sigmas_from_alphas_cumprod,
+    time_shift,
 )
 
 
@@ -68,20 +73,23 @@ class UniPCMultistepScheduler(SchedulerMixin):
                  rescale_betas_zero_snr: bool = False, use_dynamic_shifting: bool = False,
                  time_shift_type: str = "exponential", sigma_min: Optional[float] = None,
                  sigma_max: Optional[float] = None, shift_terminal: Optional[float] = None):
-        # flow_shift and time_shift_type only act with flow σ and dynamic shifting
-        self._only_default("solver_p", "use_flow_sigmas", "use_dynamic_shifting",
-                           "shift_terminal")
+        self._only_default("solver_p")  # another scheduler as UniP: not in ddlearn
         check_sigma_options(self.config)
+        if shift_terminal is not None and not use_flow_sigmas:
+            raise ValueError("shift_terminal needs use_flow_sigmas=True (as in diffusers)")
         if solver_type in ("midpoint", "heun", "logrho"):  # DPM-Solver's and DEIS's, as diffusers
             self._register(solver_type="bh2")
         c = self.config
         for name, value, choices in [
                 ("solver_order", solver_order, (1, 2, 3)),
-                ("prediction_type", prediction_type, PREDICTION_TYPES),
+                ("prediction_type", prediction_type, FLOW_PREDICTION_TYPES),
                 ("solver_type", c.solver_type, ("bh1", "bh2")),
                 ("final_sigmas_type", final_sigmas_type, ("zero", "sigma_min")),
                 ("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)]:
             check_choice(name, value, choices)
+        if prediction_type == "flow_prediction" and not (predict_x0 and use_flow_sigmas):
+            raise ValueError("prediction_type='flow_prediction' needs use_flow_sigmas=True and "
+                             "predict_x0=True")
         if final_sigmas_type == "zero" and (c.solver_type == "bh1" or not predict_x0
                                             or (solver_order > 1 and not lower_order_final)):
             raise ValueError("UniPC can step to σ = 0 only with predict_x0=True, solver_type='bh2' "
@@ -105,17 +113,34 @@ class UniPCMultistepScheduler(SchedulerMixin):
 
     def set_timesteps(self, num_inference_steps: Optional[int] = None, device=None,
                       sigmas: Optional[List[float]] = None, mu: Optional[float] = None):
-        """Choose the N timesteps, their σ_i (interpolated, or Karras / exponential / beta over
-        [sigma_min, sigma_max]) and σ_N; clear the history."""
-        if sigmas is not None or mu is not None:
-            raise ValueError("set_timesteps(sigmas=..., mu=...) is for use_flow_sigmas and "
-                             "use_dynamic_shifting (diffusers refuses sigmas without flow σ)")
-        c = self.config
-        timesteps, sigmas = multistep_schedule(c, self.alphas_cumprod, num_inference_steps)
+        """Choose the N timesteps and their σ_i: interpolated, Karras / exponential / beta over
+        [sigma_min, sigma_max], or flow matching's σ (yours, or even in [1, 1/T)) shifted; then
+        σ_N. Clears the history."""
+        c, T = self.config, self.config.num_train_timesteps
+        if c.use_dynamic_shifting and mu is None:
+            raise ValueError("use_dynamic_shifting=True needs set_timesteps(..., mu=...)")
         respaced = c.use_karras_sigmas or c.use_exponential_sigmas or c.use_beta_sigmas
+        if sigmas is not None and not (c.use_flow_sigmas and not respaced):
+            raise ValueError("set_timesteps(sigmas=...) needs use_flow_sigmas=True (as in "
+                             "diffusers) without Karras, exponential or beta σ")
+        n = len(sigmas) if sigmas is not None else num_inference_steps
+        if c.use_flow_sigmas and not respaced:  # x_t = (1 - σ_t) x_0 + σ_t ε
+            sigmas = np.linspace(1, 1 / T, n + 1)[:-1] if sigmas is None else np.array(sigmas)
+            sigmas = (time_shift(mu, sigmas, c.time_shift_type) if c.use_dynamic_shifting
+                      else shifted_sigmas(sigmas, c.flow_shift))
+            if c.shift_terminal:  # stretch so that the last σ is shift_terminal
+                sigmas = 1 - (1 - sigmas) / ((1 - sigmas[-1]) / (1 - c.shift_terminal))
+            if abs(sigmas[0] - 1) < 1e-6:
+                sigmas[0] -= 1e-6  # σ = 1 is α = 0: λ = -∞
+            timesteps = sigmas * T
+        else:
+            timesteps, sigmas = multistep_schedule(c, self.alphas_cumprod, n, respacing(c))
+            if c.use_flow_sigmas and c.use_karras_sigmas:  # the Karras σ/α as a flow σ
+                sigmas = sigmas / (sigmas + 1)
+                timesteps = sigmas * T
         sigma_last = 0.0
         if c.final_sigmas_type == "sigma_min":  # the last σ of the schedule, or of training
-            sigma_last = (sigmas[-1] if respaced
+            sigma_last = (sigmas[-1] if respaced or c.use_flow_sigmas
                           else sigmas_from_alphas_cumprod(self.alphas_cumprod)[0].item())
         self.sigmas = torch.from_numpy(np.concatenate([sigmas, [sigma_last]]).astype(np.float32))
         self.timesteps = torch.from_numpy(timesteps).to(device=device, dtype=torch.int64)
@@ -129,7 +154,7 @@ class UniPCMultistepScheduler(SchedulerMixin):
     def convert_model_output(self, model_output: torch.Tensor, sample: torch.Tensor):
         """The network's output as x̂_0 (predict_x0, thresholded if asked) or as ε̂."""
         c = self.config
-        alpha_t, sigma_t = alpha_sigma(self.sigmas[self.step_index])
+        alpha_t, sigma_t = self._alpha_sigma(self.sigmas[self.step_index])
         if not c.predict_x0:
             return predict_epsilon(model_output, sample, alpha_t, sigma_t, c.prediction_type)
         x0 = predict_x0(model_output, sample, alpha_t, sigma_t, c.prediction_type)
@@ -190,8 +215,8 @@ class UniPCMultistepScheduler(SchedulerMixin):
 
     def _base(self, t: int, x: torch.Tensor, h_phi_1):
         """The first-order (DDIM-like) step s0 -> t and the scale c_m of the correction terms."""
-        alpha_t, sigma_t = alpha_sigma(self.sigmas[t])
-        alpha_s0, sigma_s0 = alpha_sigma(self.sigmas[t - 1])
+        alpha_t, sigma_t = self._alpha_sigma(self.sigmas[t])
+        alpha_s0, sigma_s0 = self._alpha_sigma(self.sigmas[t - 1])
         if self.config.predict_x0:  # x_t = σ_t/σ_s x_s - α_t (e^-h - 1) x̂_0
             return sigma_t / sigma_s0 * x - alpha_t * h_phi_1 * self.model_outputs[-1], alpha_t
         return alpha_t / alpha_s0 * x - sigma_t * h_phi_1 * self.model_outputs[-1], sigma_t
@@ -217,12 +242,16 @@ class UniPCMultistepScheduler(SchedulerMixin):
         corr = 0 if D1s is None else torch.einsum("k,bk...->b...", rhos_c[:-1], D1s)
         return (x_t - c_m * B_h * (corr + rhos_c[-1] * (m_t - self.model_outputs[-1]))).to(x.dtype)
 
+    def _alpha_sigma(self, sigma):
+        """(α_t, σ_t) at a schedule σ: VP, or flow matching's (1 - σ, σ) with use_flow_sigmas."""
+        return alpha_sigma(sigma, self.config.use_flow_sigmas)
+
     def _lambda(self, k: int) -> torch.Tensor:
         """λ_k = log(α_k / σ_k) at step k of the schedule."""
-        alpha_k, sigma_k = alpha_sigma(self.sigmas[k])
+        alpha_k, sigma_k = self._alpha_sigma(self.sigmas[k])
         return torch.log(alpha_k) - torch.log(sigma_k)
 
     def add_noise(self, original_samples, noise, timesteps) -> torch.Tensor:
         """x_t = α_t x_0 + σ_t ε, with σ_t/α_t looked up in the inference schedule."""
-        alpha_t, sigma_t = alpha_sigma(sigmas_at(self, timesteps, original_samples))
+        alpha_t, sigma_t = self._alpha_sigma(sigmas_at(self, timesteps, original_samples))
         return add_noise(original_samples, noise, alpha_t, sigma_t)
