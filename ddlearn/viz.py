@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ddlearn.data.transforms import denormalize, numpy_to_pil, pt_to_numpy
+
 
 def to_pil_list(images) -> list:
     """PIL list, (B, C, H, W) tensor in [-1, 1], or (B, H, W, C) array in [0, 1] -> list of PIL."""
@@ -24,15 +26,10 @@ def to_pil_list(images) -> list:
     if isinstance(images, (list, tuple)) and all(isinstance(im, Image.Image) for im in images):
         return list(images)
     if isinstance(images, torch.Tensor):
-        x = images.detach().float().cpu()
-        x = x[None] if x.ndim == 3 else x
-        x = (x.clamp(-1, 1) + 1) / 2  # [-1, 1] -> [0, 1]
-        images = x.permute(0, 2, 3, 1).numpy()  # (B, C, H, W) -> (B, H, W, C)
+        x = images[None] if images.ndim == 3 else images
+        return numpy_to_pil(pt_to_numpy(denormalize(x.float())))
     array = np.asarray(images)
-    array = array[None] if array.ndim == 3 else array
-    if array.dtype != np.uint8:
-        array = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
-    return [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im) for im in array]
+    return numpy_to_pil(array if array.dtype == np.uint8 else np.clip(array, 0, 1))
 
 
 def make_grid(images, nrow: int = None, size: int = None, padding: int = 2) -> Image.Image:

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import torch
 
-from ddlearn.data.butterflies import make_butterfly
+from ddlearn.data.butterflies.drawing import make_butterfly
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -26,7 +26,7 @@ from ddlearn.models.unet_2d import UNet2DModel
 from ddlearn.pipelines.ddpm import DDIMPipeline, DDPMPipeline
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
-from ddlearn.training import diffusion_loss, min_snr_loss, train
+from ddlearn.training import diffusion_loss, train
 from ddlearn.viz import make_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -75,10 +75,10 @@ def build(name: str):
 
 
 def make_loss(scheduler, snr_gamma):
-    if snr_gamma is None:
-        return lambda model, batch, generator: diffusion_loss(model, scheduler, batch, generator)
-    return lambda model, batch, generator: min_snr_loss(model, scheduler, batch, generator,
-                                                        snr_gamma)
+    """The plain loss, or Min-SNR-γ weighted when the config names a γ."""
+    weighting = {} if snr_gamma is None else dict(weighting="min_snr", snr_gamma=snr_gamma)
+    return lambda model, batch, generator: diffusion_loss(model, scheduler, batch, generator,
+                                                          **weighting)
 
 
 def measure(names, steps: int):

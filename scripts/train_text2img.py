@@ -32,7 +32,7 @@ from ddlearn import (  # noqa: E402
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from ddlearn.data.butterflies import caption_vocabulary  # noqa: E402
+from ddlearn.data.butterflies.drawing import caption_vocabulary  # noqa: E402
 from ddlearn.data.tokenizer import build_clip_tokenizer  # noqa: E402
 from ddlearn.training import diffusion_loss, train  # noqa: E402
 

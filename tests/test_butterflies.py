@@ -6,18 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from ddlearn.data.butterflies import (
+from ddlearn.data.butterflies.datasets import ButterflyDataset, load_butterflies, to_hf_dataset
+from ddlearn.data.butterflies.drawing import (
     COLOURS,
     NUM_CLASSES,
     PATTERNS,
     SHAPES,
-    ButterflyDataset,
     caption_for,
     caption_vocabulary,
     class_names,
-    load_butterflies,
     make_butterfly,
-    to_hf_dataset,
 )
 from ddlearn.hub import HubOfflineError
 
@@ -150,3 +148,17 @@ def test_smithsonian_unreachable_hub_fails_fast(monkeypatch):
     with pytest.raises(HubOfflineError, match="unreachable.*source=\"synthetic\""):
         load_butterflies("smithsonian")
     assert time.perf_counter() - start < 2
+
+
+def test_every_public_name_is_importable_from_the_package_and_from_ddlearn_data():
+    import ddlearn.data
+    import ddlearn.data.butterflies as butterflies
+    from ddlearn.data.butterflies import datasets, drawing
+
+    defined = [(module, name) for module in (drawing, datasets)
+               for name, value in vars(module).items() if not name.startswith("_")
+               and (name.isupper() or getattr(value, "__module__", None) == module.__name__)]
+    assert len(defined) == 18  # 8 constants, 5 functions of the drawing; 2 + 3 of the datasets
+    for module, name in defined:
+        assert getattr(butterflies, name) is getattr(module, name), name
+        assert getattr(ddlearn.data, name) is getattr(module, name), name

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from model_harness import assert_close, randomise
 from PIL import Image
 
 import ddlearn
@@ -18,31 +19,19 @@ TOLERANCE = 2e-3  # max pixel difference, images in [0, 1]
 CAPTION_WORDS = ["a blue butterfly with orange spots", "a red moth", "green stripes"]
 
 
-def perturb_(model, seed):
-    """Random weights everywhere, norms and biases included (default inits leave them 1 and 0)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    return model
-
-
 def images_of(pipe, **kwargs):
     pipe.set_progress_bar_config(disable=True)
     return pipe(generator=torch.Generator().manual_seed(0), output_type="np", **kwargs).images
 
 
 def assert_same_images(ours, theirs):
-    ours, theirs = np.asarray(ours), np.asarray(theirs)
-    assert ours.shape == theirs.shape
-    assert np.abs(ours - theirs).max() <= TOLERANCE
+    assert_close(ours, theirs, rtol=0, atol=TOLERANCE, what="images")
 
 
 # ---- DDPM / DDIM -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ddpm_folder(tmp_path_factory):
-    torch.manual_seed(0)
-    unet = perturb_(diffusers.UNet2DModel(
+    unet = randomise(diffusers.UNet2DModel(
         sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
         block_out_channels=(16, 32), norm_num_groups=8,
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
@@ -99,17 +88,16 @@ def test_output_types_and_components(ddpm_folder):
 def sd_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-sd")
     tokenizer = build_clip_tokenizer(CAPTION_WORDS, folder / "tokenizer", model_max_length=16)
-    torch.manual_seed(0)
-    text_encoder = perturb_(transformers.CLIPTextModel(transformers.CLIPTextConfig(
+    text_encoder = randomise(transformers.CLIPTextModel(transformers.CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=1,
         pad_token_id=1)), seed=2)
-    unet = perturb_(diffusers.UNet2DConditionModel(
+    unet = randomise(diffusers.UNet2DConditionModel(
         sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), norm_num_groups=8, cross_attention_dim=32,
         attention_head_dim=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D")), seed=3)
-    vae = perturb_(diffusers.AutoencoderKL(
+    vae = randomise(diffusers.AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
         layers_per_block=1, norm_num_groups=8,
         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2), 4)

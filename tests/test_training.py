@@ -1,12 +1,21 @@
 """The training loop: deterministic, resumable, EMA, and the loss targets diffusers trains on."""
 
+import pytest
 import torch
 from diffusers import DDPMScheduler as DiffusersDDPM
 
 from ddlearn.config import register_to_config
 from ddlearn.models.modeling import ModelMixin
 from ddlearn.schedulers.ddpm import DDPMScheduler
-from ddlearn.training import EMA, diffusion_loss, latest_checkpoint, target_for, train
+from ddlearn.training import (
+    EMA,
+    diffusion_loss,
+    latest_checkpoint,
+    min_snr_weights,
+    sample_timesteps,
+    target_for,
+    train,
+)
 
 
 class Output:
@@ -82,3 +91,41 @@ def test_targets_match_diffusers_training_targets():
         expected = {"epsilon": noise, "sample": x0,
                     "v_prediction": theirs.get_velocity(x0, noise, t)}[kind]
         torch.testing.assert_close(target_for(ours, x0, noise, t), expected)
+
+
+def test_min_snr_weighting_without_clipping_is_the_plain_loss():
+    """γ = ∞ makes every ε weight SNR/SNR = 1: the same draws and the same number as
+    weighting=None."""
+    torch.manual_seed(0)
+    model, scheduler = TinyDenoiser(), DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+    x0 = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(1))
+        weighted = diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(1),
+                                  weighting="min_snr", snr_gamma=float("inf"))
+    assert torch.allclose(plain, weighted, rtol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_min_snr_loss_is_each_images_mse_times_its_weight(prediction_type):
+    torch.manual_seed(0)
+    model = TinyDenoiser()
+    scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
+    x0 = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = diffusion_loss(model, scheduler, x0, torch.Generator().manual_seed(2),
+                              weighting="min_snr", snr_gamma=5.0)
+        generator = torch.Generator().manual_seed(2)  # the same draws, in the same order
+        noise = torch.randn(x0.shape, generator=generator)
+        t = sample_timesteps(6, scheduler.config.num_train_timesteps, generator)
+        error = model(scheduler.add_noise(x0, noise, t), t).sample - target_for(scheduler, x0,
+                                                                                 noise, t)
+        expected = (min_snr_weights(scheduler, t, 5.0) * error.pow(2).mean((1, 2, 3))).mean()
+    torch.testing.assert_close(ours, expected)
+
+
+def test_unknown_weighting_is_refused_with_the_choices():
+    model, scheduler = TinyDenoiser(), DDPMScheduler(num_train_timesteps=100)
+    with pytest.raises(ValueError, match="'min_snr'"):
+        diffusion_loss(model, scheduler, torch.zeros(2, 3, 8, 8), torch.Generator(),
+                       weighting="snr")

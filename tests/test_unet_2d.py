@@ -10,40 +10,17 @@ import pytest
 import torch
 from diffusers.models.attention_processor import Attention as RefAttention
 from diffusers.models.resnet import ResnetBlock2D as RefResnetBlock2D
+from model_harness import assert_close, assert_round_trip, randomise
 
+from ddlearn.config import init_parameters
 from ddlearn.models.attention import Attention
 from ddlearn.models.embeddings import get_timestep_embedding
 from ddlearn.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from ddlearn.models.unet_2d import UNet2DModel
 
+NI = NotImplementedError  # a diffusers option ddlearn leaves out
+
 torch.set_num_threads(1)
-
-
-def randomise(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every parameter random values: norm scales ~ 1 +- 0.2, biases ~ +-0.2, and weights of
-    std 1/sqrt(fan_in), so that activations keep their scale through a deep UNet."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if p.ndim == 1:
-                p.copy_(0.2 * noise + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
-            else:
-                p.copy_(noise / p[0].numel() ** 0.5)
-    return module.eval()
-
-
-def assert_close(ours: torch.Tensor, ref: torch.Tensor, rtol: float = 1e-4):
-    """allclose relative to the output's scale: max |ours - ref| <= rtol * max |ref|."""
-    assert ours.shape == ref.shape
-    err, scale = (ours - ref).abs().max().item(), ref.abs().max().item()
-    assert err <= rtol * scale, f"max abs error {err:.3g} vs output scale {scale:.3g}"
-
-
-def copy_weights(src: torch.nn.Module, dst: torch.nn.Module):
-    """Load src's state dict into dst: both strict and shape-checked, so the names must agree."""
-    dst.load_state_dict(src.state_dict(), strict=True)
-    return dst.eval()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -53,12 +30,11 @@ def copy_weights(src: torch.nn.Module, dst: torch.nn.Module):
 def test_resnet_block_matches_diffusers(in_ch, out_ch, temb):
     ref = randomise(RefResnetBlock2D(in_channels=in_ch, out_channels=out_ch, temb_channels=temb,
                                      groups=8, eps=1e-6, output_scale_factor=2.0))
-    ours = copy_weights(ref, ResnetBlock2D(in_ch, out_ch, temb_channels=temb, groups=8, eps=1e-6,
-                                           output_scale_factor=2.0))
+    ours = ResnetBlock2D(in_ch, out_ch, temb_channels=temb, groups=8, eps=1e-6,
+                         output_scale_factor=2.0)
     x = torch.randn(2, in_ch, 8, 8)
     t = None if temb is None else torch.randn(2, temb)
-    with torch.no_grad():
-        assert_close(ours(x, t), ref(x, t))
+    assert_round_trip(ref, ours, lambda block: block(x, t))
 
 
 @pytest.mark.parametrize("spatial,cross", [(True, False), (False, False), (False, True)])
@@ -67,12 +43,10 @@ def test_attention_matches_diffusers(spatial, cross):
     if spatial:  # the UNet/VAE flavour: GroupNorm, biases, residual, output rescale
         kwargs.update(bias=True, norm_num_groups=8, eps=1e-6, residual_connection=True,
                       rescale_output_factor=2.0)
-    ref = randomise(RefAttention(32, **kwargs))
-    ours = copy_weights(ref, Attention(32, **kwargs))
     x = torch.randn(2, 32, 4, 6) if spatial else torch.randn(2, 10, 32)
     context = torch.randn(2, 7, 24) if cross else None
-    with torch.no_grad():
-        assert_close(ours(x, context), ref(x, context))
+    assert_round_trip(randomise(RefAttention(32, **kwargs)), Attention(32, **kwargs),
+                      lambda attention: attention(x, context))
 
 
 def test_down_and_upsample_match_diffusers():
@@ -82,13 +56,12 @@ def test_down_and_upsample_match_diffusers():
     x = torch.randn(2, 8, 9, 9)
     for padding in (0, 1):  # 0: the VAE encoder's asymmetric (0, 1, 0, 1) pad
         ref = randomise(RefDown(8, use_conv=True, out_channels=16, padding=padding, name="op"))
-        ours = copy_weights(ref, Downsample2D(8, use_conv=True, out_channels=16, padding=padding))
-        assert_close(ours(x), ref(x))
+        ours = Downsample2D(8, use_conv=True, out_channels=16, padding=padding)
+        assert_round_trip(ref, ours, lambda down: down(x))
     assert_close(Downsample2D(8, use_conv=False)(x), RefDown(8, use_conv=False)(x))
-    ref = randomise(RefUp(8, use_conv=True, out_channels=4))
-    ours = copy_weights(ref, Upsample2D(8, use_conv=True, out_channels=4))
-    assert_close(ours(x), ref(x))
-    assert_close(ours(x, output_size=(19, 17)), ref(x, output_size=(19, 17)))
+    assert_round_trip(randomise(RefUp(8, use_conv=True, out_channels=4)),
+                      Upsample2D(8, use_conv=True, out_channels=4),
+                      lambda up: (up(x), up(x, output_size=(19, 17))))
 
 
 def test_timestep_embedding_matches_diffusers():
@@ -96,7 +69,8 @@ def test_timestep_embedding_matches_diffusers():
 
     t = torch.tensor([0.0, 1.0, 17.5, 999.0])
     for flip, shift, dim in [(True, 0, 32), (False, 1, 32), (True, 1, 33)]:
-        assert_close(get_timestep_embedding(t, dim, flip, shift), ref(t, dim, flip, shift), 1e-6)
+        assert_close(get_timestep_embedding(t, dim, flip, shift), ref(t, dim, flip, shift),
+                     rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -134,38 +108,26 @@ CONFIGS = {  # name -> (config, input size)
 def test_unet_2d_checkpoints_load_both_ways_with_equal_outputs(name, tmp_path):
     config, size = CONFIGS[name]
     ref = randomise(diffusers.UNet2DModel(**config), seed=1)
-    ref.save_pretrained(tmp_path / "diffusers")
-    ours = UNet2DModel.from_pretrained(tmp_path / "diffusers")
-
     g = torch.Generator().manual_seed(2)
-    B = 2
-    x = torch.randn(B, ref.config.in_channels, size, size, generator=g)
+    x = torch.randn(2, ref.config.in_channels, size, size, generator=g)
     labels = torch.tensor([0, 4]) if ref.config.num_class_embeds else None
-    with torch.no_grad():
-        for t in (981, torch.tensor(17.5), torch.tensor([3, 500])):
-            assert_close(ours(x, t, class_labels=labels).sample,
-                         ref(x, t, class_labels=labels).sample)
-
-    ours.save_pretrained(tmp_path / "ddlearn")
-    back = diffusers.UNet2DModel.from_pretrained(tmp_path / "ddlearn").eval()
-    with torch.no_grad():
-        assert_close(back(x, 10, class_labels=labels).sample,
-                     ours(x, 10, class_labels=labels).sample)
+    timesteps = (981, torch.tensor(17.5), torch.tensor([3, 500]), 10)
+    forward = lambda unet: tuple(unet(x, t, class_labels=labels).sample for t in timesteps)
+    assert_round_trip(ref, UNet2DModel, forward, folder=tmp_path)
 
 
 def test_unet_2d_gradients_match_diffusers():
     """A training step sees the same gradients (dropout off): the backward pass is wired alike."""
     config, size = CONFIGS["tiny"]
-    ref = randomise(diffusers.UNet2DModel(**config), seed=3)
-    ours = copy_weights(ref, UNet2DModel(**config))
     x, t = torch.randn(2, 3, size, size), torch.tensor([5, 900])
+    ref, ours = randomise(diffusers.UNet2DModel(**config), seed=3), UNet2DModel(**config)
+    assert_round_trip(ref, ours, lambda unet: unet(x, t).sample)
     for model in (ref, ours):
         model(x, t).sample.square().mean().backward()
     ref_grads = {name: p.grad for name, p in ref.named_parameters()}
     largest = max(g.abs().max().item() for g in ref_grads.values())
     for name, p in ours.named_parameters():  # (some are ~0 in exact arithmetic: conv bias -> norm)
-        err = (p.grad - ref_grads[name]).abs().max().item()
-        assert err <= 1e-4 * ref_grads[name].abs().max().item() + 1e-6 * largest, name
+        assert_close(p.grad, ref_grads[name], rtol=1e-4, atol=1e-6 * largest, what=name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,18 +158,22 @@ def test_unet_2d_class_labels_errors(tiny):
         tiny(torch.randn(1, 3, 16, 16), 3, class_labels=torch.tensor([1]))
 
 
-@pytest.mark.parametrize("override,match", [
-    (dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D")), "AttnDownBlock2D"),
-    (dict(up_block_types=("AttnUpBlock2D", "SkipUpBlock2D")), "UpBlock2D"),
-    (dict(time_embedding_type="fourier"), "positional"),
-    (dict(resnet_time_scale_shift="scale_shift"), "default"),
-    (dict(class_embed_type="timestep"), "class_embed_type"),
-    (dict(downsample_type="resnet"), "downsample_type"),
-    (dict(block_out_channels=(8, 16, 32)), "one entry per level"),
+@pytest.mark.parametrize("override, match, error", [  # a diffusers option left out, or a mistake
+    (dict(down_block_types=("DownBlock2D", "CrossAttnDownBlock2D")), "AttnDownBlock2D", NI),
+    (dict(up_block_types=("AttnUpBlock2D", "SkipUpBlock2D")), "UpBlock2D", NI),
+    (dict(time_embedding_type="fourier"), "positional", NI),
+    (dict(resnet_time_scale_shift="scale_shift"), "default", NI),
+    (dict(class_embed_type="timestep"), "class_embed_type", NI),
+    (dict(downsample_type="resnet"), "downsample_type", NI),
+    (dict(act_fn="gelu"), "act_fn", NI),
+    (dict(block_out_channels=(8, 16, 32)), "one entry per level", ValueError),
 ])
-def test_unet_2d_rejects_unsupported_configs(override, match):
-    with pytest.raises(ValueError, match=match):
+def test_unet_2d_rejects_unsupported_configs(override, match, error):
+    with pytest.raises(error, match=match):
         UNet2DModel.from_config({**CONFIGS["tiny"][0], **override})
+    if error is NI and set(override) <= set(init_parameters(UNet2DModel)):  # as an argument too
+        with pytest.raises(error, match=match):
+            UNet2DModel(**{**CONFIGS["tiny"][0], **override})
 
 
 def test_unet_2d_accepts_diffusers_default_config_keys_silently(tmp_path):

@@ -2,17 +2,24 @@
 same config, same random weights (norms included), same images and generator -> same posterior,
 samples, KL and reconstructions; checkpoints load both ways; clear errors for bad inputs."""
 
-import warnings
-
 import diffusers
 import numpy as np
 import pytest
 import torch
 from diffusers.image_processor import VaeImageProcessor
+from model_harness import (
+    assert_close,
+    assert_round_trip,
+    assert_same_keys,
+    randomise,
+    save_and_load,
+)
 from PIL import Image
 
 from ddlearn.models.vae import AutoencoderKL
 from ddlearn.models.vae_wrapper import VAEWrapper
+
+NI = NotImplementedError  # a diffusers option ddlearn leaves out
 
 TINY = dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
@@ -22,31 +29,11 @@ THREE_LEVELS = dict(block_out_channels=(16, 32, 32), layers_per_block=2, norm_nu
                     up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=3, sample_size=24)
 
 
-def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Perturb every parameter, so norm scales / biases and zero-initialised layers matter too."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
-def assert_close(ours: torch.Tensor, ref: torch.Tensor):
-    assert ours.shape == ref.shape
-    err = (ours - ref).abs().max() / ref.abs().max()
-    assert err < 1e-4, f"max error {err:.2e} relative to the output scale"
-
-
 @pytest.fixture(scope="module", params=[TINY, THREE_LEVELS], ids=["tiny", "3-levels"])
 def pair(request, tmp_path_factory):
     """(diffusers VAE, ddlearn VAE loaded from the diffusers checkpoint, config)."""
-    torch.manual_seed(0)
-    ref = randomized(diffusers.AutoencoderKL(**request.param))
-    folder = tmp_path_factory.mktemp("vae")
-    ref.save_pretrained(folder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # every key diffusers writes is known or known-harmless
-        ours = AutoencoderKL.from_pretrained(folder)
+    ref = randomise(diffusers.AutoencoderKL(**request.param))
+    ours = save_and_load(ref, AutoencoderKL, tmp_path_factory.mktemp("vae"))
     return ref, ours, request.param
 
 
@@ -76,12 +63,9 @@ def test_encode_decode_match_diffusers(pair):
 
 
 def test_checkpoint_loads_in_diffusers(pair, tmp_path):
-    ref, ours, config = pair
-    ours.save_pretrained(tmp_path)
-    back = diffusers.AutoencoderKL.from_pretrained(tmp_path).eval()
+    ref, _, config = pair
     x = images(config)
-    with torch.no_grad():
-        assert_close(back(x).sample, ref(x).sample)
+    _, back = assert_round_trip(ref, AutoencoderKL, lambda vae: vae(x).sample, folder=tmp_path)
     assert back.config.scaling_factor == config.get("scaling_factor", 0.18215)
 
 
@@ -119,7 +103,7 @@ def test_wrapper_matches_diffusers_image_processor(pair):
 
 @pytest.fixture(scope="module")
 def wrapper():
-    return VAEWrapper(randomized(AutoencoderKL(**TINY)))
+    return VAEWrapper(randomise(AutoencoderKL(**TINY)))
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -141,14 +125,17 @@ def test_wrapper_decode_bad_inputs(wrapper):
         wrapper.decode(torch.zeros(1, 4, 4, 4), output_type="jpg")
 
 
-@pytest.mark.parametrize("override, message", [
-    (dict(shift_factor=0.1159), "shift_factor"),
-    (dict(latents_mean=[0.0] * 4), "latents_mean"),
-    (dict(mid_block_add_attention=False), "mid_block_add_attention"),
-    (dict(down_block_types=("DownEncoderBlock2D",)), "DownEncoderBlock2D"),
+@pytest.mark.parametrize("override, message, error", [  # a diffusers option left out, or a mistake
+    (dict(shift_factor=0.1159), "shift_factor", NI),
+    (dict(latents_mean=[0.0] * 4), "latents_mean", NI),
+    (dict(mid_block_add_attention=False), "mid_block_add_attention", NI),
+    (dict(act_fn="gelu"), "act_fn", NI),
+    (dict(down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"]),
+     "DownEncoderBlock2D", NI),
+    (dict(down_block_types=("DownEncoderBlock2D",)), "DownEncoderBlock2D", ValueError),
 ])
-def test_unsupported_configs_are_refused(override, message):
-    with pytest.raises(ValueError, match=message):
+def test_unsupported_configs_are_refused(override, message, error):
+    with pytest.raises(error, match=message):
         AutoencoderKL.from_config({**TINY, **override})
 
 
@@ -168,9 +155,8 @@ def test_full_sd15_vae_matches_diffusers():
     device = "cuda" if torch.cuda.is_available() else "cpu"
     ref = diffusers.AutoencoderKL(**{k: v for k, v in SD15_VAE.items() if k[0] != "_"})
     ref, ours = ref.eval().to(device), AutoencoderKL.from_config(SD15_VAE).eval().to(device)
-    assert {k: v.shape for k, v in ours.state_dict().items()} == \
-        {k: v.shape for k, v in ref.state_dict().items()}
-    ours.load_state_dict(ref.state_dict())
+    assert_same_keys(ours, ref)
+    ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.rand(1, 3, 64, 64, device=device) * 2 - 1
     with torch.no_grad():
         z = ours.encode(x).latent_dist.mode()

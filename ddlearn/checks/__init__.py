@@ -6,7 +6,32 @@ Each chapter has a module (`ddlearn.checks.ch03`, ...) whose `check_*` functions
     ch03.check_add_noise(my_add_noise)   # prints "✅ ..." or raises ExerciseError with a hint
 """
 
+import numpy as np
 import torch
+
+from ddlearn.models.unet_2d import UNet2DModel
+
+
+def randn(*shape, seed: int) -> torch.Tensor:
+    """A fixed test input: N(0, I) of `shape` from its own seeded generator."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def as_tensor(x) -> torch.Tensor:
+    """Tensor, array or list -> tensor (np.array copies: `[::-1]` views have negative strides)."""
+    if x is None or isinstance(x, torch.Tensor):
+        return x if x is None else x.detach()
+    return torch.as_tensor(np.array(x))
+
+
+def tiny_unet(block_out_channels=(16, 32), layers_per_block: int = 1, seed: int = 0):
+    """A small random UNet2DModel (attention at the lowest level) to run answers through."""
+    torch.manual_seed(seed)
+    n = len(block_out_channels)
+    return UNet2DModel(sample_size=16, block_out_channels=block_out_channels,
+                       layers_per_block=layers_per_block, norm_num_groups=8,
+                       down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
+                       up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1)).eval()
 
 
 class ExerciseError(AssertionError):

@@ -14,17 +14,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddlearn.checks import ExerciseError, compare, compare_with_mistakes, run_check
-from ddlearn.models.unet_2d import UNet2DModel
+from ddlearn.checks import (
+    ExerciseError,
+    as_tensor,
+    compare,
+    compare_with_mistakes,
+    run_check,
+    tiny_unet,
+)
 from ddlearn.noise import randn_tensor
 from ddlearn.pipelines.pipeline import DiffusionPipeline
-
-
-def as_tensor(x) -> torch.Tensor:
-    """Tensor, array or list -> tensor (np.array copies: `[::-1]` views have negative strides)."""
-    if x is None or isinstance(x, torch.Tensor):
-        return x if x is None else x.detach()
-    return torch.as_tensor(np.array(x))
 
 
 def as_tensors(mistakes: dict) -> dict:
@@ -126,15 +125,6 @@ def params_per_block(unet: nn.Module) -> dict:
     return counts
 
 
-def _tiny_unet(block_out_channels, layers_per_block, seed) -> UNet2DModel:
-    torch.manual_seed(seed)
-    n = len(block_out_channels)
-    return UNet2DModel(sample_size=16, block_out_channels=block_out_channels,
-                       layers_per_block=layers_per_block, norm_num_groups=8,
-                       down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
-                       up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1))
-
-
 def check_params_per_block(fn):
     """fn(unet) -> {name: number of parameters}, one entry per block, summing to the total."""
 
@@ -163,5 +153,5 @@ def check_params_per_block(fn):
                     "Sum p.numel() over block.parameters() (which recurses into sub-modules).")
 
     return run_check("params_per_block", fn,
-                     lambda: case(_tiny_unet((8, 16), layers_per_block=1, seed=0)),
-                     lambda: case(_tiny_unet((16, 16, 32), layers_per_block=2, seed=1)))
+                     lambda: case(tiny_unet((8, 16), layers_per_block=1, seed=0)),
+                     lambda: case(tiny_unet((16, 16, 32), layers_per_block=2, seed=1)))

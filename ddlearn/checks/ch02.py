@@ -13,16 +13,18 @@ off, it also tries the usual mistakes and names the one your numbers match.
 import numpy as np
 import torch
 
-from ddlearn.checks import ExerciseError, compare_with_mistakes, run_check
-from ddlearn.checks.ch01 import _tiny_unet, as_tensor
+from ddlearn.checks import (
+    ExerciseError,
+    as_tensor,
+    compare_with_mistakes,
+    randn,
+    run_check,
+    tiny_unet,
+)
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
 from ddlearn.schedulers.euler import EulerDiscreteScheduler
 from ddlearn.schedulers.schedules import spaced_timesteps
-
-
-def _randn(*shape, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -34,7 +36,7 @@ def check_predict_x0(fn):
     def case(t, seed):
         scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=False)
         scheduler.set_timesteps(1000)
-        x_t, eps = _randn(2, 3, 8, 8, seed=seed), _randn(2, 3, 8, 8, seed=seed + 1)
+        x_t, eps = randn(2, 3, 8, 8, seed=seed), randn(2, 3, 8, 8, seed=seed + 1)
         expected = scheduler.step(eps, t, x_t).pred_original_sample
         a = scheduler.alphas_cumprod[t]
         mistakes = {
@@ -133,11 +135,11 @@ def _sample_without(unet, scheduler, x_T, n, generator, scale_start=True, scale_
 
 def check_sample(fn):
     """fn(unet, scheduler, x_T, num_inference_steps, generator) -> x_0, for DDPM, DDIM, Euler."""
-    unet = _tiny_unet((8, 16), layers_per_block=1, seed=0).eval()
+    unet = tiny_unet((8, 16), layers_per_block=1, seed=0)
 
     def case(scheduler_cls, seed, n=4):
         config = DDPMScheduler(beta_schedule="squaredcos_cap_v2").config
-        x_T = _randn(2, 3, 16, 16, seed=seed)
+        x_T = randn(2, 3, 16, 16, seed=seed)
         gen = lambda: torch.Generator().manual_seed(seed + 1)
         expected = sample(unet, scheduler_cls.from_config(config), x_T.clone(), n, gen())
         wrong = lambda **kw: _sample_without(unet, scheduler_cls.from_config(config), x_T.clone(),

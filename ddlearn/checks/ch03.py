@@ -12,14 +12,10 @@ meant, the wrong ᾱ in a coefficient, a flipped sign) and names the one your nu
 
 import torch
 
-from ddlearn.checks import ExerciseError, compare_with_mistakes, run_check
+from ddlearn.checks import ExerciseError, compare_with_mistakes, randn, run_check
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
 from ddlearn.schedulers.euler import EulerDiscreteScheduler
-
-
-def _randn(*shape, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 def _call(name: str, fn, *args, shape_hint: str = ""):
@@ -44,7 +40,7 @@ def check_add_noise(fn):
         scheduler = DDPMScheduler(beta_schedule=beta_schedule)
         abar = scheduler.alphas_cumprod
         t = torch.tensor(t)
-        x0, noise = _randn(len(t), 3, 8, 8, seed=seed), _randn(len(t), 3, 8, 8, seed=seed + 1)
+        x0, noise = randn(len(t), 3, 8, 8, seed=seed), randn(len(t), 3, 8, 8, seed=seed + 1)
         expected = scheduler.add_noise(x0, noise, t)
         a = abar[t].view(-1, 1, 1, 1)
         mistakes = {
@@ -79,7 +75,7 @@ def check_ddim_step(fn):
         prev_t = t - scheduler.config.num_train_timesteps // num_inference_steps
         a_t = scheduler.alphas_cumprod[t]
         a_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
-        x_t, eps = _randn(2, 3, 8, 8, seed=seed), _randn(2, 3, 8, 8, seed=seed + 1)
+        x_t, eps = randn(2, 3, 8, 8, seed=seed), randn(2, 3, 8, 8, seed=seed + 1)
         expected = scheduler.step(eps, t, x_t, eta=0.0).prev_sample
         x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
         mistakes = {
@@ -113,8 +109,8 @@ def check_euler_step(fn):
         scheduler = EulerDiscreteScheduler()
         scheduler.set_timesteps(num_inference_steps)
         sigma, sigma_next = scheduler.sigmas[index], scheduler.sigmas[index + 1]
-        x = _randn(2, 3, 8, 8, seed=seed) * (sigma**2 + 1) ** 0.5
-        eps = _randn(2, 3, 8, 8, seed=seed + 1)
+        x = randn(2, 3, 8, 8, seed=seed) * (sigma**2 + 1) ** 0.5
+        eps = randn(2, 3, 8, 8, seed=seed + 1)
         scheduler.step_index = index
         expected = scheduler.step(eps, scheduler.timesteps[index], x).prev_sample
         mistakes = {

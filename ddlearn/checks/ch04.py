@@ -15,49 +15,22 @@ the one your numbers match.
 import torch
 import torch.nn.functional as F
 
-from ddlearn.checks import ExerciseError, compare, run_check
-from ddlearn.models.unet_2d import UNet2DModel
+from ddlearn.checks import ExerciseError, compare_with_mistakes, randn, run_check, tiny_unet
 from ddlearn.schedulers.ddpm import DDPMScheduler
 from ddlearn.training import sample_timesteps, target_for
-
-
-def _randn(*shape, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _close(a, b) -> bool:
-    a = torch.as_tensor(a)
-    return a.shape == b.shape and torch.allclose(a.double(), b.double(), 1e-4, 1e-5)
-
-
-def _diagnose(name: str, yours, expected, mistakes: dict, hint: str):
-    """compare(), but first: if `yours` equals a known wrong answer, say which mistake it is."""
-    if yours is not None and not _close(yours, expected):
-        for mistake, wrong in mistakes.items():
-            if _close(yours, wrong):
-                raise ExerciseError(f"{name}: {mistake}")
-    compare(name, yours, expected, hint)
 
 
 # --------------------------------------------------------------------------------------------------
 # Exercise 1: the training loss of one batch
 # --------------------------------------------------------------------------------------------------
-def _tiny_unet() -> UNet2DModel:
-    torch.manual_seed(0)
-    return UNet2DModel(sample_size=8, block_out_channels=(16, 32), layers_per_block=1,
-                       norm_num_groups=8, attention_head_dim=8,
-                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D")).eval()
-
-
 def check_training_loss(fn):
     """fn(model, scheduler, x0, noise, t) -> the scalar MSE between ε_θ(x_t, t) and ε."""
-    model = _tiny_unet()
+    model = tiny_unet()
 
     def case(beta_schedule, t, seed):
         scheduler = DDPMScheduler(beta_schedule=beta_schedule)
         t = torch.tensor(t)
-        x0, noise = _randn(len(t), 3, 8, 8, seed=seed), _randn(len(t), 3, 8, 8, seed=seed + 1)
+        x0, noise = randn(len(t), 3, 8, 8, seed=seed), randn(len(t), 3, 8, 8, seed=seed + 1)
         with torch.no_grad():
             x_t = scheduler.add_noise(x0, noise, t)
             prediction = model(x_t, t).sample
@@ -82,7 +55,7 @@ def check_training_loss(fn):
         if torch.is_tensor(yours) and yours.dim() > 0:
             raise ExerciseError(f"training_loss: return one number (a 0-dim tensor), got shape "
                                 f"{tuple(yours.shape)}; F.mse_loss averages over everything.")
-        _diagnose("training_loss", yours, expected, mistakes,
+        compare_with_mistakes("training_loss", yours, expected, mistakes,
                   "x_t = scheduler.add_noise(x0, noise, t); noise_pred = model(x_t, t).sample; "
                   "loss = F.mse_loss(noise_pred, noise).")
 
@@ -144,7 +117,7 @@ def check_velocity(fn):
     def case(beta_schedule, t, seed):
         scheduler = DDPMScheduler(beta_schedule=beta_schedule, prediction_type="v_prediction")
         abar, t = scheduler.alphas_cumprod, torch.tensor(t)
-        x0, noise = _randn(len(t), 3, 8, 8, seed=seed), _randn(len(t), 3, 8, 8, seed=seed + 1)
+        x0, noise = randn(len(t), 3, 8, 8, seed=seed), randn(len(t), 3, 8, 8, seed=seed + 1)
         expected = target_for(scheduler, x0, noise, t)
         a = abar[t].view(-1, 1, 1, 1)
         mistakes = {
@@ -163,7 +136,7 @@ def check_velocity(fn):
                 raise
             raise ExerciseError(f"velocity: your code raised `{error}`. alphas_cumprod[t] has "
                                 "shape (B,): reshape it to (B, 1, 1, 1).") from None
-        _diagnose("velocity", yours, expected, mistakes,
+        compare_with_mistakes("velocity", yours, expected, mistakes,
                   "v = √ᾱ_t ε - √(1-ᾱ_t) x_0 with ᾱ_t = alphas_cumprod[t].view(-1, 1, 1, 1).")
 
     return run_check("velocity", fn,
@@ -178,8 +151,8 @@ def check_ema_update(fn):
     """fn(ema_params, params, decay) updates each tensor of ema_params in place."""
 
     def case(decay, seed):
-        params = [_randn(4, 3, seed=seed), _randn(5, seed=seed + 1)]
-        ema = [_randn(4, 3, seed=seed + 2), _randn(5, seed=seed + 3)]
+        params = [randn(4, 3, seed=seed), randn(5, seed=seed + 1)]
+        ema = [randn(4, 3, seed=seed + 2), randn(5, seed=seed + 3)]
         before = [e.clone() for e in ema]
         with torch.no_grad():
             returned = fn(ema, [p.clone() for p in params], decay)
@@ -193,7 +166,7 @@ def check_ema_update(fn):
                         "(1 - decay) of the new weights.": decay * p + (1 - decay) * b,
                         "you copied the new weights; the EMA moves only (1 - decay) of the way "
                         "towards them.": p}
-            _diagnose(f"ema_update[{i}]", e, decay * b + (1 - decay) * p, mistakes,
+            compare_with_mistakes(f"ema_update[{i}]", e, decay * b + (1 - decay) * p, mistakes,
                       "θ_ema ← decay·θ_ema + (1 - decay)·θ, in place.")
 
     return run_check("ema_update", fn, lambda: case(0.9, seed=0), lambda: case(0.999, seed=5))

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from ddlearn.checks import compare_with_mistakes, run_check
+from ddlearn.checks import compare_with_mistakes, randn, run_check
 from ddlearn.data import shipped_model
 from ddlearn.data.butterflies import make_butterfly
 from ddlearn.models.vae import AutoencoderKL
@@ -31,9 +31,6 @@ SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.01
 SD_PNDM = dict(SD_BETAS, skip_prk_steps=True)  # Stable Diffusion 1.x's scheduler_config.json
 
 
-def _randn(*shape, seed: int) -> torch.Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
 
 # --------------------------------------------------------------------------------------------------
 # Exercise 1: classifier-free guidance
@@ -43,7 +40,7 @@ def check_classifier_free_guidance(fn):
     (2B, 4, h, w): the B unconditional (empty prompt) predictions first, then the B conditional."""
 
     def case(batch, w, seed):
-        noise_pred = _randn(2 * batch, 4, 8, 8, seed=seed)
+        noise_pred = randn(2 * batch, 4, 8, 8, seed=seed)
         eps_uncond, eps_text = noise_pred.chunk(2)  # (2B, 4, h, w) -> 2 x (B, 4, h, w)
         expected = eps_uncond + w * (eps_text - eps_uncond)
         mistakes = {
@@ -133,7 +130,7 @@ def check_decode_latents(fn):
         real_latents = VAEWrapper(vae).encode(_butterflies([4, 9]))
     return run_check("decode_latents", fn,
                      lambda: case(real_latents),
-                     lambda: case(1.5 * _randn(1, 4, 8, 8, seed=3)))  # overshoots: clamp matters
+                     lambda: case(1.5 * randn(1, 4, 8, 8, seed=3)))  # overshoots: clamp matters
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """Data: synthetic butterflies, the Smithsonian subset when online, exact-score 2-D toys, and the
-checkpoints shipped in the repository's data/models/."""
+checkpoints shipped in the repository's data/models/.
+
+The butterflies' names are importable from here too (`from ddlearn.data import make_butterfly`);
+they live in ddlearn/data/butterflies/ (drawing.py: seed -> image; datasets.py: the datasets).
+"""
 
 from pathlib import Path
 
@@ -24,3 +28,9 @@ def shipped_model(name: str) -> Path:
             f"reinstall ddlearn with pip (the wheel carries data/), or work in a clone with "
             f"`pip install -e .`")
     return folder
+
+
+from ddlearn.data.butterflies import *  # noqa: E402,F403
+from ddlearn.data.butterflies import __all__ as _butterflies  # noqa: E402
+
+__all__ = ["DATA_ROOT", "shipped_model", *_butterflies]

@@ -1,9 +1,15 @@
-"""Images <-> model tensors: the two conversions every diffusion training loop and sampler needs.
+"""Images <-> model tensors: the conversions every training loop, sampler and figure needs.
 
 A diffusion model works on tensors in [-1, 1], channels first; images are uint8 in [0, 255],
-channels last. `to_tensor` is torchvision's `Compose([ToTensor(), Normalize([0.5], [0.5])])`
-in one step (x / 127.5 - 1), and `to_pil` undoes it, as diffusers' pipelines do with
-`(image / 2 + 0.5).clamp(0, 1)`.
+channels last. This is the one place ddlearn converts between them (pipelines, the VAE wrapper
+and `viz` use it):
+
+    uint8 (H, W, C)  --to_tensor-->  (C, H, W) in [-1, 1]  --to_pil-->  PIL
+    (B, C, H, W) in [-1, 1]  --denormalize-->  [0, 1]  --pt_to_numpy-->  (B, H, W, C)
+        --numpy_to_pil-->  PIL images                       (diffusers' VaeImageProcessor names)
+
+`to_tensor` is torchvision's `Compose([ToTensor(), Normalize([0.5], [0.5])])` in one step
+(x / 127.5 - 1); `denormalize` undoes it as diffusers' pipelines do, `(x / 2 + 0.5).clamp(0, 1)`.
 """
 
 import numpy as np
@@ -21,12 +27,28 @@ def to_tensor(image) -> torch.Tensor:
 
 def to_pil(tensor: torch.Tensor):
     """Tensor (3, H, W) or (B, 3, H, W) in [-1, 1] -> a PIL image or a list of them."""
+    images = numpy_to_pil(pt_to_numpy(denormalize(tensor if tensor.dim() == 4 else tensor[None])))
+    return images if tensor.dim() == 4 else images[0]
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1], clipped: (x / 2 + 0.5).clamp(0, 1)."""
+    return (x / 2 + 0.5).clamp(0, 1)
+
+
+def pt_to_numpy(x: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) tensor -> (B, H, W, C) float32 array."""
+    return x.detach().cpu().permute(0, 2, 3, 1).float().numpy()
+
+
+def numpy_to_pil(images: np.ndarray) -> list:
+    """(B, H, W, C) floats in [0, 1] (or uint8) -> list of PIL images, greyscale when C = 1."""
     from PIL import Image
 
-    if tensor.dim() == 4:
-        return [to_pil(t) for t in tensor]
-    array = ((tensor.detach().float().cpu() / 2 + 0.5).clamp(0, 1) * 255).round().byte()
-    return Image.fromarray(array.permute(1, 2, 0).numpy())  # (C, H, W) -> (H, W, C)
+    images = images[None] if images.ndim == 3 else images
+    if images.dtype != np.uint8:
+        images = (images * 255).round().astype(np.uint8)
+    return [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im) for im in images]
 
 
 def random_hflip(tensor: torch.Tensor, p: float = 0.5, generator=None) -> torch.Tensor:

@@ -9,26 +9,68 @@ match exactly.
 
 Weights load from safetensors only (a pickle can run code when unpickled). A legacy `.bin` is read
 with `torch.load(weights_only=True)`, which refuses anything but tensors. Saves are atomic.
+The files themselves (names, variants, key checks) are `weights.py`'s.
 """
 
-import re
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from ddlearn.config import ConfigMixin, init_parameters
-from ddlearn.files import atomic_write
 from ddlearn.hub import resolve_folder
+from ddlearn.models.weights import (
+    check_shard_size,
+    check_state_dict,
+    convert_legacy_attention_keys,
+    load_weights,
+    save_weights,
+    with_variant,
+)
 from ddlearn.options import hub_options, refuse_unsupported, unexpected
 
 
 class ModelMixin(torch.nn.Module, ConfigMixin):
-    """Base of every ddlearn model: config, from_pretrained, save_pretrained, device, dtype."""
+    """Base of every ddlearn model: config, from_pretrained, save_pretrained, device, dtype.
+
+    `only_supported` lists the diffusers config keys a model implements at one value only
+    ({key: value}, or {key: {values}}): that value is accepted, in a config file or as an
+    argument, and any other raises NotImplementedError naming the key, never silently ignored.
+    """
 
     config_name = "config.json"
     weights_name = "diffusion_pytorch_model.safetensors"
+    only_supported: dict = {}
+    library = "diffusers"  # whose class this one mirrors (the text encoder: transformers)
+
+    def __init__(self):
+        super().__init__()
+        if hasattr(self, "_config"):  # arguments of __init__ itself (UNet2DModel(act_fn=...))
+            self.check_supported(self.config)
+
+    @classmethod
+    def check_supported(cls, config):
+        for key, supported in cls.only_supported.items():
+            if key not in config:
+                continue
+            value = config[key]
+            if isinstance(value, (list, tuple)) and len(set(value)) == 1:
+                value = value[0]  # one value per level, all the same: [False] * 4
+            allowed = supported if isinstance(supported, set) else {supported}
+            if not any(value == a for a in allowed):
+                shown = " or ".join(sorted(repr(a) for a in allowed))
+                raise NotImplementedError(
+                    f"{cls.__name__}: config {key}={config[key]!r} is a {cls.library} option "
+                    f"ddlearn implements only as {key}={shown}; use {cls.library} for this model")
+
+    @classmethod
+    def extract_init_kwargs(cls, config, **overrides) -> dict:
+        """As ConfigMixin's, after refusing any `only_supported` key set to another value; those
+        keys that are not arguments of this model are then dropped without a warning."""
+        cls.check_supported({**dict(config), **overrides})
+        params = init_parameters(cls)
+        keep = lambda d: {k: v for k, v in dict(d).items()
+                          if k in params or k not in cls.only_supported}
+        return super().extract_init_kwargs(keep(config), **keep(overrides))
 
     @property
     def device(self) -> torch.device:
@@ -54,13 +96,12 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         if not safe_serialization:
             raise NotImplementedError(f"{where}: safe_serialization=False would write a pickle, "
                                       f"which can run code when loaded; ddlearn saves safetensors")
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        state = self.state_dict()
         check_shard_size(where, state, max_shard_size)
         folder = Path(save_directory)
         if is_main_process:
             self.save_config(folder)
-        write = lambda tmp: save_file(state, tmp, {"format": "pt"})
-        atomic_write(folder / with_variant(self.weights_name, variant), write)
+        save_weights(folder / with_variant(self.weights_name, variant), state, {"format": "pt"})
         return folder
 
     @classmethod
@@ -101,89 +142,3 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
     def convert_state_dict(cls, state: dict) -> dict:
         """Rename keys of older checkpoints to today's names (subclasses add their own)."""
         return convert_legacy_attention_keys(state)
-
-
-def with_variant(weights_name: str, variant=None) -> str:
-    """diffusion_pytorch_model.safetensors -> diffusion_pytorch_model.fp16.safetensors."""
-    if not variant:
-        return weights_name
-    stem, ext = weights_name.rsplit(".", 1)
-    return f"{stem}.{variant}.{ext}"
-
-
-def check_shard_size(where: str, state: dict, max_shard_size):
-    """diffusers splits a checkpoint bigger than `max_shard_size` ("10GB", "500MB" or bytes);
-    ddlearn writes one file, so it refuses only when a split would be needed."""
-    if max_shard_size is None:
-        return
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-    if isinstance(max_shard_size, str):
-        number, unit = re.fullmatch(r"\s*([\d.]+)\s*([KMG]i?B)\s*", max_shard_size, re.I).groups()
-        max_shard_size = float(number) * units[unit.upper()]
-    size = sum(t.numel() * t.element_size() for t in state.values())
-    if size > max_shard_size:
-        raise NotImplementedError(f"{where}: the weights ({size / 1e6:.0f} MB) exceed "
-                                  f"max_shard_size, and ddlearn does not write sharded files; "
-                                  f"raise max_shard_size or leave it out")
-
-
-def load_weights(folder: Path, weights_name: str, variant=None, use_safetensors=None) -> dict:
-    """Read the safetensors file in `folder`; a legacy `.bin` only through `weights_only=True`.
-
-    `use_safetensors=True` insists on the safetensors file, False asks for the `.bin`, None
-    (the default) takes the safetensors file and falls back to the `.bin`, as in diffusers."""
-    path = folder / with_variant(weights_name, variant)
-    legacy = folder / with_variant(LEGACY_WEIGHTS.get(weights_name, weights_name), variant)
-    legacy = legacy.with_suffix(".bin")
-    if use_safetensors is False or (use_safetensors is None and not path.exists()
-                                    and legacy.exists()):
-        if not legacy.exists():
-            raise FileNotFoundError(f"use_safetensors=False asks for {legacy.name}, which is not "
-                                    f"in {folder}; leave use_safetensors out to load {path.name}")
-        try:
-            return torch.load(legacy, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"{legacy} is a pickle file that holds more than tensors, so ddlearn "
-                             f"refuses to unpickle it (it could run code). Convert it to "
-                             f"safetensors with a trusted tool first ({type(e).__name__})."
-                             ) from None
-    if not path.exists():
-        asked = " (use_safetensors=True)" if use_safetensors else ""
-        raise FileNotFoundError(f"no weights file {path.name} in {folder}{asked}; save the model "
-                                f"with `.save_pretrained(dir)` or download the checkpoint again")
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is truncated or corrupt ({str(e).splitlines()[0]}); "
-                         f"delete it and save or download the checkpoint again") from None
-
-
-# transformers names its pickled weights pytorch_model.bin (diffusers: diffusion_pytorch_model.bin)
-LEGACY_WEIGHTS = {"model.safetensors": "pytorch_model.safetensors"}
-LEGACY_ATTENTION = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
-
-
-def convert_legacy_attention_keys(state: dict) -> dict:
-    """Checkpoints saved before diffusers 0.14 (google/ddpm-cat-256, ...) name the attention
-    projections query/key/value/proj_attn; today's names are to_q/to_k/to_v/to_out.0."""
-    pattern = re.compile(r"(attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
-    rename = lambda k: pattern.sub(lambda m: f"{m[1]}.{LEGACY_ATTENTION[m[2]]}.{m[3]}", k)
-    return {rename(k): v for k, v in state.items()}
-
-
-def check_state_dict(model: torch.nn.Module, state: dict, source="checkpoint"):
-    """Raise one ValueError naming every missing, unexpected or wrongly shaped key."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                        ("shape mismatches", wrong)):
-        if keys:
-            shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-            problems.append(f"{label}: {shown}")
-    if problems:
-        raise ValueError(f"{type(model).__name__} weights from {source} do not match its config "
-                         f"({'; '.join(problems)}). Is config.json from the same checkpoint?")

@@ -76,6 +76,8 @@ class CLIPTextModel(ModelMixin):
                          "dtype", "attention_dropout", "dropout", "initializer_range",
                          "initializer_factor", "gradient_checkpointing", "use_cache",
                          "tie_word_embeddings")
+    only_supported = {"hidden_act": set(ACTIVATIONS)}
+    library = "transformers"
 
     @register_to_config
     def __init__(self, vocab_size: int = 49408, hidden_size: int = 512,
@@ -85,10 +87,8 @@ class CLIPTextModel(ModelMixin):
                  layer_norm_eps: float = 1e-5, projection_dim: Optional[int] = 512,
                  bos_token_id: Optional[int] = 49406, eos_token_id: Optional[int] = 49407,
                  pad_token_id: Optional[int] = 1):
-        super().__init__()
-        if hidden_act not in ACTIVATIONS:
-            raise ValueError(f"hidden_act {hidden_act!r} is not supported; use one of "
-                             f"{sorted(ACTIVATIONS)} (CLIP and SD 1.x use quick_gelu, SD 2.x gelu)")
+        super().__init__()  # refuses `only_supported` values: CLIP and SD 1.x use quick_gelu,
+        # SD 2.x gelu
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size {hidden_size} must be divisible by num_attention_heads "
                              f"{num_attention_heads}")

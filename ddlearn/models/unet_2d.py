@@ -26,38 +26,32 @@ from torch import nn
 from ddlearn.config import register_to_config
 from ddlearn.models.embeddings import TimestepEmbedding, Timesteps, timestep_batch
 from ddlearn.models.modeling import ModelMixin
-from ddlearn.models.unet_2d_blocks import DownBlock2D, UNetMidBlock2D, UpBlock2D
+from ddlearn.models.unet_2d_blocks import (
+    DownBlock2D,
+    UNetMidBlock2D,
+    UpBlock2D,
+    check_unet_sample,
+    lookup_block_type,
+)
 
 # block type in config -> does that level have self-attention?
 DOWN_BLOCK_TYPES = {"DownBlock2D": False, "AttnDownBlock2D": True}
 UP_BLOCK_TYPES = {"UpBlock2D": False, "AttnUpBlock2D": True}
-# diffusers config keys we accept only at their default value (other values change the network)
-FIXED_KEYS = {"time_embedding_dim": None, "mid_block_type": "UNetMidBlock2D",
-              "downsample_type": "conv", "upsample_type": "conv"}
 
 
 class UNet2DOutput(NamedTuple):
     sample: torch.Tensor
 
 
-def has_attention(block_type: str, supported: dict) -> bool:
-    if block_type not in supported:
-        raise ValueError(f"UNet2DModel: unsupported block type {block_type!r}; "
-                         f"ddlearn implements {', '.join(supported)}")
-    return supported[block_type]
-
-
-def check_choice(name: str, value, allowed: tuple):
-    if value not in allowed:
-        raise ValueError(f"UNet2DModel: {name}={value!r} is not implemented in ddlearn; "
-                         f"use {' or '.join(map(repr, allowed))}")
-
-
 class UNet2DModel(ModelMixin):
     """x_t -> conv_in -> down blocks (keeping skips) -> mid block -> up blocks (concatenating the
     skips, last first) -> GroupNorm, SiLU, conv_out -> ε. The time embedding enters every ResNet."""
 
-    ignore_for_config = (*FIXED_KEYS, "num_train_timesteps")  # (the last: only for "learned")
+    ignore_for_config = ("num_train_timesteps",)  # only for time_embedding_type="learned"
+    only_supported = {"time_embedding_type": "positional", "act_fn": {"silu", "swish"},
+                      "resnet_time_scale_shift": "default", "class_embed_type": None,
+                      "time_embedding_dim": None, "mid_block_type": "UNetMidBlock2D",
+                      "downsample_type": "conv", "upsample_type": "conv"}
 
     @register_to_config
     def __init__(self, sample_size: Union[int, Tuple[int, int], None] = None,
@@ -75,11 +69,7 @@ class UNet2DModel(ModelMixin):
                  attn_norm_num_groups: Optional[int] = None, norm_eps: float = 1e-5,
                  resnet_time_scale_shift: str = "default", add_attention: bool = True,
                  class_embed_type: Optional[str] = None, num_class_embeds: Optional[int] = None):
-        super().__init__()
-        check_choice("time_embedding_type", time_embedding_type, ("positional",))
-        check_choice("act_fn", act_fn, ("silu", "swish"))
-        check_choice("resnet_time_scale_shift", resnet_time_scale_shift, ("default",))
-        check_choice("class_embed_type", class_embed_type, (None,))
+        super().__init__()  # refuses the `only_supported` keys at other values
         if not len(down_block_types) == len(up_block_types) == len(block_out_channels):
             raise ValueError(f"UNet2DModel: down_block_types, up_block_types and "
                              f"block_out_channels need one entry per level, got "
@@ -106,7 +96,7 @@ class UNet2DModel(ModelMixin):
         for l, block_type in enumerate(down_block_types):
             self.down_blocks.append(DownBlock2D(
                 C[max(l - 1, 0)], C[l], num_layers=layers_per_block, add_downsample=l < n - 1,
-                add_attention=has_attention(block_type, DOWN_BLOCK_TYPES),
+                add_attention=lookup_block_type(block_type, DOWN_BLOCK_TYPES, "UNet2DModel"),
                 downsample_padding=downsample_padding, **common))
 
         # 4. bottleneck at the coarsest resolution: ResNet, attention, ResNet
@@ -121,20 +111,12 @@ class UNet2DModel(ModelMixin):
             self.up_blocks.append(UpBlock2D(
                 in_channels=C[max(l - 1, 0)], prev_output_channel=C[min(l + 1, n - 1)],
                 out_channels=C[l], num_layers=layers_per_block + 1, add_upsample=l > 0,
-                add_attention=has_attention(block_type, UP_BLOCK_TYPES), **common))
+                add_attention=lookup_block_type(block_type, UP_BLOCK_TYPES, "UNet2DModel"),
+                **common))
 
         # 6. head: GroupNorm -> SiLU -> conv to (B, out_channels, H, W)
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, C[0], eps=norm_eps)
         self.conv_out = nn.Conv2d(C[0], out_channels, kernel_size=3, padding=1)
-
-    @classmethod
-    def extract_init_kwargs(cls, config, **overrides) -> dict:
-        config = {**dict(config), **overrides}
-        for key, default in FIXED_KEYS.items():
-            if config.get(key, default) != default:
-                raise ValueError(f"UNet2DModel: config {key}={config[key]!r} is not implemented "
-                                 f"in ddlearn (only {default!r}); use diffusers for this model")
-        return super().extract_init_kwargs(config)
 
     def forward(self, sample: torch.Tensor, timestep: Union[torch.Tensor, float, int],
                 class_labels: Optional[torch.Tensor] = None,
@@ -142,7 +124,14 @@ class UNet2DModel(ModelMixin):
         """ε_θ(x_t, t[, class]): sample (B, C, H, W), timestep a number or a (B,) tensor.
         `return_dict=False` gives diffusers' plain tuple `(sample,)`."""
         x = sample
-        self._check_inputs(x, class_labels)
+        check_unet_sample(self, x)
+        if self.class_embedding is not None and class_labels is None:
+            raise ValueError(f"this UNet is class-conditional (num_class_embeds="
+                             f"{self.config.num_class_embeds}): pass class_labels, a (B,) "
+                             f"tensor of ints")
+        if self.class_embedding is None and class_labels is not None:
+            raise ValueError("class_labels given, but this UNet is unconditional "
+                             "(num_class_embeds is None)")
         if self.config.center_input_sample:  # [0, 1] -> [-1, 1]
             x = 2 * x - 1.0
 
@@ -169,20 +158,3 @@ class UNet2DModel(ModelMixin):
         # 6. head
         h = self.conv_out(F.silu(self.conv_norm_out(h)))
         return UNet2DOutput(sample=h) if return_dict else (h,)
-
-    def _check_inputs(self, x: torch.Tensor, class_labels: Optional[torch.Tensor]):
-        cfg = self.config
-        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"sample should have shape (B, {cfg.in_channels}, H, W) "
-                             f"(in_channels={cfg.in_channels}), got {tuple(x.shape)}")
-        factor = 2 ** (len(cfg.block_out_channels) - 1)
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"sample height and width should be multiples of {factor} (the UNet "
-                             f"halves them {factor.bit_length() - 1} times), got "
-                             f"{tuple(x.shape[-2:])}; resize or pad the images")
-        if self.class_embedding is not None and class_labels is None:
-            raise ValueError(f"this UNet is class-conditional (num_class_embeds="
-                             f"{cfg.num_class_embeds}): pass class_labels, a (B,) tensor of ints")
-        if self.class_embedding is None and class_labels is not None:
-            raise ValueError("class_labels given, but this UNet is unconditional "
-                             "(num_class_embeds is None)")

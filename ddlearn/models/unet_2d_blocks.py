@@ -63,7 +63,9 @@ class DownBlock2D(nn.Module):
             self.downsamplers = nn.ModuleList(
                 [Downsample2D(out_channels, use_conv=True, padding=downsample_padding)])
 
-    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor] = None):
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor] = None,
+                encoder_hidden_states=None):
+        """`encoder_hidden_states` is ignored: the cross-attention blocks take the same call."""
         skips = []
         for j, resnet in enumerate(self.resnets):
             h = resnet(h, temb)
@@ -95,7 +97,8 @@ class UNetMidBlock2D(nn.Module):
                                    resnet_eps, output_scale_factor)
             for _ in range(num_layers if add_attention else 0)])
 
-    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor] = None,
+                encoder_hidden_states=None) -> torch.Tensor:
         h = self.resnets[0](h, temb)
         for j, resnet in enumerate(self.resnets[1:]):
             if self.attentions:
@@ -136,8 +139,9 @@ class UpBlock2D(nn.Module):
             self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True)])
 
     def forward(self, h: torch.Tensor, skips: tuple, temb: Optional[torch.Tensor] = None,
-                upsample_size: Optional[tuple] = None) -> torch.Tensor:
-        """`skips`: this level's encoder outputs in the order they were made; used last first."""
+                encoder_hidden_states=None, upsample_size: Optional[tuple] = None) -> torch.Tensor:
+        """`skips`: this level's encoder outputs in the order they were made; used last first.
+        `encoder_hidden_states` is ignored, as in `DownBlock2D`."""
         for j, resnet in enumerate(self.resnets):
             h = torch.cat([h, skips[-1 - j]], dim=1)  # (B, C_h, H, W) -> (B, C_h + C_skip, H, W)
             h = resnet(h, temb)
@@ -146,3 +150,25 @@ class UpBlock2D(nn.Module):
         if self.upsamplers is not None:
             h = self.upsamplers[0](h, upsample_size)  # (B, C, H, W) -> (B, C, 2H, 2W)
         return h
+
+
+def check_unet_sample(model, sample: torch.Tensor):
+    """A UNet's input is (B, in_channels, H, W) with H and W divisible by 2^(levels - 1)."""
+    config = model.config
+    if sample.ndim != 4 or sample.shape[1] != config.in_channels:
+        raise ValueError(f"sample should have shape (B, {config.in_channels}, H, W) "
+                         f"(in_channels={config.in_channels}), got {tuple(sample.shape)}")
+    factor = 2 ** (len(config.block_out_channels) - 1)
+    if sample.shape[-2] % factor or sample.shape[-1] % factor:
+        raise ValueError(f"sample height and width should be multiples of {factor} (the UNet "
+                         f"halves them {factor.bit_length() - 1} times), got "
+                         f"{tuple(sample.shape[-2:])}; resize or pad the images")
+
+
+def lookup_block_type(block_type: str, supported: dict, model: str):
+    """What a config's block type name stands for in `supported` (a class, or whether the level
+    has attention); a diffusers block ddlearn does not implement is refused by name."""
+    if block_type not in supported:
+        raise NotImplementedError(f"{model}: block type {block_type!r} is a diffusers block "
+                                  f"ddlearn does not implement; use {', '.join(supported)}")
+    return supported[block_type]

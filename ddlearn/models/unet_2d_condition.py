@@ -7,12 +7,19 @@ either model load key for key. Options SD does not use (class / addition embeddi
 cross-only attention, several transformer layers per block, ...) are refused with a message
 rather than half-implemented.
 
-    sample (B, 4, h, w) -> conv_in -> down blocks (skips saved) -> mid block -> up blocks (skips
+    z_t (B, 4, h, w) -> conv_in -> down blocks (skips saved) -> mid block -> up blocks (skips
     consumed) -> GroupNorm, SiLU, conv_out -> (B, 4, h, w). The timestep embedding enters every
     ResNet; the text (B, L, cross_attention_dim) enters every transformer via cross-attention.
+    The same skeleton as `UNet2DModel` (unet_2d.py), with the same names.
 
 Naming quirk kept from diffusers: in SD configs `attention_head_dim` is really the number of heads
 (8 for SD 1.5; [5, 10, 20, 20] for SD 2.1). `num_attention_heads` must stay None, as in diffusers.
+
+Notation (as in unet_2d.py)
+    x      sample (B, in_channels, h, w)      t   timestep(s): a number or a (B,) tensor
+    C_l    block_out_channels[l], the width at level l (resolution h / 2**l)
+    temb   (B, 4*C_0) time embedding, fed to every ResNet block
+    text   encoder_hidden_states (B, L, cross_attention_dim), fed to every transformer
 
 References
     Rombach et al. 2022, "High-Resolution Image Synthesis with Latent Diffusion Models", Sec. 3.3,
@@ -23,12 +30,18 @@ References
 from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ddlearn.config import register_to_config
 from ddlearn.models.embeddings import TimestepEmbedding, Timesteps, timestep_batch
 from ddlearn.models.modeling import ModelMixin
-from ddlearn.models.unet_2d_blocks import DownBlock2D, UpBlock2D
+from ddlearn.models.unet_2d_blocks import (
+    DownBlock2D,
+    UpBlock2D,
+    check_unet_sample,
+    lookup_block_type,
+)
 from ddlearn.models.unet_2d_condition_blocks import (
     CrossAttnDownBlock2D,
     CrossAttnUpBlock2D,
@@ -36,20 +49,8 @@ from ddlearn.models.unet_2d_condition_blocks import (
 )
 from ddlearn.options import refuse
 
-# diffusers keys whose SD 1.5 / 2.1 value is the only one ddlearn implements: accepted silently at
-# that value, refused with a message at any other
-DIFFUSERS_ONLY_DEFAULTS = {
-    "class_embed_type": None, "num_class_embeds": None, "addition_embed_type": None,
-    "addition_time_embed_dim": None, "encoder_hid_dim": None, "encoder_hid_dim_type": None,
-    "resnet_time_scale_shift": "default", "resnet_skip_time_act": False,
-    "resnet_out_scale_factor": 1.0, "time_embedding_type": "positional",
-    "time_embedding_dim": None, "time_embedding_act_fn": None, "timestep_post_act": None,
-    "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
-    "projection_class_embeddings_input_dim": None, "attention_type": "default",
-    "class_embeddings_concat": False, "mid_block_only_cross_attention": None,
-    "cross_attention_norm": None, "addition_embed_type_num_heads": 64,
-    "reverse_transformer_layers_per_block": None,
-}
+DOWN_BLOCK_TYPES = {"DownBlock2D": DownBlock2D, "CrossAttnDownBlock2D": CrossAttnDownBlock2D}
+UP_BLOCK_TYPES = {"UpBlock2D": UpBlock2D, "CrossAttnUpBlock2D": CrossAttnUpBlock2D}
 
 
 class UNet2DConditionOutput(NamedTuple):
@@ -57,7 +58,26 @@ class UNet2DConditionOutput(NamedTuple):
 
 
 class UNet2DConditionModel(ModelMixin):
-    ignore_for_config = tuple(DIFFUSERS_ONLY_DEFAULTS)
+    """z_t -> conv_in -> down blocks (keeping skips) -> mid block -> up blocks (concatenating the
+    skips, last first) -> GroupNorm, SiLU, conv_out -> ε. The time embedding enters every ResNet,
+    the text every transformer."""
+
+    # the SD 1.x / 2.x value of every diffusers key whose other values ddlearn leaves out
+    only_supported = {
+        "mid_block_type": "UNetMidBlock2DCrossAttn", "num_attention_heads": None,
+        "transformer_layers_per_block": 1, "dual_cross_attention": False,
+        "only_cross_attention": False, "act_fn": {"silu", "swish"},
+        "class_embed_type": None, "num_class_embeds": None, "addition_embed_type": None,
+        "addition_time_embed_dim": None, "encoder_hid_dim": None, "encoder_hid_dim_type": None,
+        "resnet_time_scale_shift": "default", "resnet_skip_time_act": False,
+        "resnet_out_scale_factor": 1.0, "time_embedding_type": "positional",
+        "time_embedding_dim": None, "time_embedding_act_fn": None, "timestep_post_act": None,
+        "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
+        "projection_class_embeddings_input_dim": None, "attention_type": "default",
+        "class_embeddings_concat": False, "mid_block_only_cross_attention": None,
+        "cross_attention_norm": None, "addition_embed_type_num_heads": 64,
+        "reverse_transformer_layers_per_block": None,
+    }
 
     @register_to_config
     def __init__(
@@ -90,68 +110,60 @@ class UNet2DConditionModel(ModelMixin):
         use_linear_projection: bool = False,
         upcast_attention: bool = False,  # accepted: fp16 SDPA keeps its softmax in fp32
     ):
-        super().__init__()
-        check_supported(self.config)
-        n = len(block_out_channels)
+        super().__init__()  # refuses the `only_supported` keys at other values
+        C, n = list(block_out_channels), len(block_out_channels)
         # the quirk: `attention_head_dim` holds the number of heads, per level
         heads = [attention_head_dim] * n if isinstance(attention_head_dim, int) \
             else list(attention_head_dim)
-        time_embed_dim = block_out_channels[0] * 4
-        common = dict(temb_channels=time_embed_dim, resnet_eps=norm_eps,
-                      resnet_groups=norm_num_groups, dropout=dropout)
+        if not len(down_block_types) == len(up_block_types) == len(heads) == n:
+            raise ValueError(f"UNet2DConditionModel: down_block_types, up_block_types and "
+                             f"attention_head_dim (the heads per level) need one entry per "
+                             f"block_out_channels ({n}), got {len(down_block_types)}, "
+                             f"{len(up_block_types)} and {len(heads)}")
+        temb_dim = 4 * C[0]
+        common = dict(temb_channels=temb_dim, resnet_eps=norm_eps, resnet_groups=norm_num_groups,
+                      dropout=dropout)
         cross = dict(cross_attention_dim=cross_attention_dim,
                      use_linear_projection=use_linear_projection)
 
-        # 1. input convolution and the timestep embedding t -> sinusoid -> MLP
-        self.conv_in = nn.Conv2d(in_channels, block_out_channels[0], kernel_size=3, padding=1)
-        self.time_proj = Timesteps(block_out_channels[0], flip_sin_to_cos, freq_shift)
-        self.time_embedding = TimestepEmbedding(block_out_channels[0], time_embed_dim)
+        # 1. time embedding: t -> sinusoids (C_0) -> MLP -> temb (4 C_0)
+        self.time_proj = Timesteps(C[0], flip_sin_to_cos, freq_shift)
+        self.time_embedding = TimestepEmbedding(C[0], temb_dim)
 
-        # 2. down path: one block per resolution, all but the last halve H and W
+        # 2. stem: (B, in_channels, h, w) -> (B, C_0, h, w)
+        self.conv_in = nn.Conv2d(in_channels, C[0], kernel_size=3, padding=1)
+
+        # 3. encoder: level l works at h / 2**l with C_l channels, and halves h, w (but the last)
         self.down_blocks = nn.ModuleList()
-        for i, block_type in enumerate(down_block_types):
-            c_in, c_out = block_out_channels[max(i - 1, 0)], block_out_channels[i]
-            args = dict(in_channels=c_in, out_channels=c_out, num_layers=layers_per_block,
-                        add_downsample=i < n - 1, downsample_padding=downsample_padding, **common)
-            if block_type == "CrossAttnDownBlock2D":
-                block = CrossAttnDownBlock2D(num_attention_heads=heads[i], **cross, **args)
-            else:
-                block = DownBlock2D(**args)
-            self.down_blocks.append(block)
+        for l, block_type in enumerate(down_block_types):
+            block = lookup_block_type(block_type, DOWN_BLOCK_TYPES, "UNet2DConditionModel")
+            text = dict(num_attention_heads=heads[l], **cross) if block is CrossAttnDownBlock2D \
+                else {}
+            self.down_blocks.append(block(
+                in_channels=C[max(l - 1, 0)], out_channels=C[l], num_layers=layers_per_block,
+                add_downsample=l < n - 1, downsample_padding=downsample_padding, **text,
+                **common))
 
-        # 3. the bottleneck at the lowest resolution
-        self.mid_block = UNetMidBlock2DCrossAttn(
-            block_out_channels[-1], num_attention_heads=heads[-1],
-            output_scale_factor=mid_block_scale_factor, **cross, **common)
+        # 4. bottleneck at the coarsest resolution: ResNet, transformer, ResNet
+        self.mid_block = UNetMidBlock2DCrossAttn(C[-1], num_attention_heads=heads[-1],
+                                                 output_scale_factor=mid_block_scale_factor,
+                                                 **cross, **common)
 
-        # 4. up path: mirrors the down path with one more ResNet per block (it eats a skip each)
-        reversed_channels, reversed_heads = block_out_channels[::-1], heads[::-1]
+        # 5. decoder: the levels in reverse, each taking one more skip than the encoder level made
         self.up_blocks = nn.ModuleList()
         for i, block_type in enumerate(up_block_types):
-            args = dict(in_channels=reversed_channels[min(i + 1, n - 1)],
-                        out_channels=reversed_channels[i],
-                        prev_output_channel=reversed_channels[max(i - 1, 0)],
-                        num_layers=layers_per_block + 1, add_upsample=i < n - 1, **common)
-            if block_type == "CrossAttnUpBlock2D":
-                block = CrossAttnUpBlock2D(num_attention_heads=reversed_heads[i], **cross, **args)
-            else:
-                block = UpBlock2D(**args)
-            self.up_blocks.append(block)
+            l = n - 1 - i  # the level (resolution) this block works at
+            block = lookup_block_type(block_type, UP_BLOCK_TYPES, "UNet2DConditionModel")
+            text = dict(num_attention_heads=heads[l], **cross) if block is CrossAttnUpBlock2D \
+                else {}
+            self.up_blocks.append(block(
+                in_channels=C[max(l - 1, 0)], prev_output_channel=C[min(l + 1, n - 1)],
+                out_channels=C[l], num_layers=layers_per_block + 1, add_upsample=l > 0, **text,
+                **common))
 
-        # 5. output head
-        self.conv_norm_out = nn.GroupNorm(norm_num_groups, block_out_channels[0], eps=norm_eps)
-        self.conv_act = nn.SiLU()
-        self.conv_out = nn.Conv2d(block_out_channels[0], out_channels, kernel_size=3, padding=1)
-
-    @classmethod
-    def extract_init_kwargs(cls, config, **overrides) -> dict:
-        """Like ConfigMixin's, but refuse a diffusers feature that a config turns on."""
-        merged = {**dict(config), **overrides}
-        for key, default in DIFFUSERS_ONLY_DEFAULTS.items():
-            if key in merged and merged[key] != default:
-                raise ValueError(f"this UNet config sets {key}={merged[key]!r}; ddlearn implements "
-                                 f"the SD 1.x/2.x UNet only ({key}={default!r})")
-        return super().extract_init_kwargs(config, **overrides)
+        # 6. head: GroupNorm -> SiLU -> conv to (B, out_channels, h, w)
+        self.conv_norm_out = nn.GroupNorm(norm_num_groups, C[0], eps=norm_eps)
+        self.conv_out = nn.Conv2d(C[0], out_channels, kernel_size=3, padding=1)
 
     def forward(self, sample: torch.Tensor, timestep: Union[torch.Tensor, float, int],
                 encoder_hidden_states: torch.Tensor, class_labels=None, timestep_cond=None,
@@ -169,90 +181,42 @@ class UNet2DConditionModel(ModelMixin):
                mid_block_additional_residual=mid_block_additional_residual,
                down_intrablock_additional_residuals=down_intrablock_additional_residuals,
                encoder_attention_mask=encoder_attention_mask)
-        check_inputs(self, sample, encoder_hidden_states)
-        if self.config.center_input_sample:
-            sample = 2 * sample - 1.0
+        x, text = sample, encoder_hidden_states
+        check_unet_sample(self, x)
+        self._check_text(text, batch=x.shape[0])
+        if self.config.center_input_sample:  # [0, 1] -> [-1, 1]
+            x = 2 * x - 1.0
 
-        # 1. timestep embedding, one per batch element: (B,) -> (B, 4 * C0)
-        t = timestep_batch(timestep, sample)
-        emb = self.time_embedding(self.time_proj(t).to(sample.dtype))
+        # 1. time embedding
+        t = timestep_batch(timestep, x)  # (B,)
+        temb = self.time_embedding(self.time_proj(t).to(x.dtype))  # (B,) -> (B, 4 C_0)
 
-        # 2. down, keeping every intermediate result for the skip connections
-        sample = self.conv_in(sample)
-        skips = (sample,)
+        # 2. stem
+        h = self.conv_in(x)
+        skips = [h]
+        # 3. encoder: remember every intermediate map for the decoder
         for block in self.down_blocks:
-            if isinstance(block, CrossAttnDownBlock2D):
-                sample, block_skips = block(sample, emb, encoder_hidden_states)
-            else:
-                sample, block_skips = block(sample, emb)
-            skips += block_skips
-
-        # 3. middle
-        sample = self.mid_block(sample, emb, encoder_hidden_states)
-
-        # 4. up, each block consuming as many skips (from the end) as it has ResNets
+            h, block_skips = block(h, temb, text)
+            skips.extend(block_skips)
+        # 4. bottleneck
+        h = self.mid_block(h, temb, text)
+        # 5. decoder: each block consumes as many skips as it has ResNet blocks, last made first
         for block in self.up_blocks:
-            block_skips, skips = skips[-len(block.resnets):], skips[:-len(block.resnets)]
-            if isinstance(block, CrossAttnUpBlock2D):
-                sample = block(sample, block_skips, emb, encoder_hidden_states)
-            else:
-                sample = block(sample, block_skips, emb)
+            k = len(block.resnets)
+            h = block(h, tuple(skips[-k:]), temb, text)
+            del skips[-k:]
+        # 6. head
+        h = self.conv_out(F.silu(self.conv_norm_out(h)))
+        return UNet2DConditionOutput(sample=h) if return_dict else (h,)
 
-        # 5. output head
-        sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
-        return UNet2DConditionOutput(sample=sample) if return_dict else (sample,)
-
-
-# ------------------------------------------------------------------------------------------------
-# Config and input checks: what ddlearn supports, said in words a learner can act on
-# ------------------------------------------------------------------------------------------------
-def check_supported(config):
-    n = len(config.block_out_channels)
-    down_ok, up_ok = {"CrossAttnDownBlock2D", "DownBlock2D"}, {"CrossAttnUpBlock2D", "UpBlock2D"}
-    if len(config.down_block_types) != n or len(config.up_block_types) != n:
-        raise ValueError(f"down_block_types and up_block_types need one entry per "
-                         f"block_out_channels ({n}), got {len(config.down_block_types)} and "
-                         f"{len(config.up_block_types)}")
-    if not set(config.down_block_types) <= down_ok or not set(config.up_block_types) <= up_ok:
-        raise ValueError(f"UNet2DConditionModel builds {sorted(down_ok)} going down and "
-                         f"{sorted(up_ok)} going up; got {config.down_block_types} / "
-                         f"{config.up_block_types}")
-    heads = config.attention_head_dim
-    if not isinstance(heads, int) and len(heads) != n:
-        raise ValueError(f"attention_head_dim (the number of heads per level) needs {n} entries, "
-                         f"got {heads}")
-    unsupported = {
-        "mid_block_type": (config.mid_block_type, "UNetMidBlock2DCrossAttn"),
-        "num_attention_heads": (config.num_attention_heads, None),
-        "transformer_layers_per_block": (config.transformer_layers_per_block, 1),
-        "dual_cross_attention": (config.dual_cross_attention, False),
-        "act_fn": (config.act_fn if config.act_fn != "swish" else "silu", "silu"),
-    }
-    only_cross = config.only_cross_attention
-    unsupported["only_cross_attention"] = (any(only_cross) if isinstance(only_cross, list)
-                                           else only_cross, False)
-    for key, (value, supported) in unsupported.items():
-        if value != supported:
-            raise ValueError(f"{key}={value!r} is not supported by ddlearn's UNet2DConditionModel "
-                             f"(SD 1.x/2.x use {supported!r}); remove it from the config")
-
-
-def check_inputs(unet: UNet2DConditionModel, sample: torch.Tensor, context: torch.Tensor):
-    cfg = unet.config
-    if sample.ndim != 4 or sample.shape[1] != cfg.in_channels:
-        raise ValueError(f"sample should be (B, {cfg.in_channels}, H, W) (in_channels="
-                         f"{cfg.in_channels}), got shape {tuple(sample.shape)}")
-    factor = 2 ** (len(cfg.block_out_channels) - 1)
-    if sample.shape[-2] % factor or sample.shape[-1] % factor:
-        raise ValueError(f"sample height and width must be multiples of {factor} (the UNet halves "
-                         f"them {factor.bit_length() - 1} times), got {tuple(sample.shape[-2:])}")
-    if context is None:
-        raise ValueError("encoder_hidden_states is required: pass the text encoder's output, "
-                         "shape (B, L, cross_attention_dim)")
-    if context.ndim != 3 or context.shape[-1] != cfg.cross_attention_dim:
-        raise ValueError(f"encoder_hidden_states should be (B, L, {cfg.cross_attention_dim}) "
-                         f"(cross_attention_dim), got shape {tuple(context.shape)}")
-    if context.shape[0] != sample.shape[0]:
-        raise ValueError(f"encoder_hidden_states has batch {context.shape[0]} but sample has "
-                         f"{sample.shape[0]}; repeat the text embedding per image")
-
+    def _check_text(self, text: Optional[torch.Tensor], batch: int):
+        width = self.config.cross_attention_dim
+        if text is None:
+            raise ValueError("encoder_hidden_states is required: pass the text encoder's output, "
+                             "shape (B, L, cross_attention_dim)")
+        if text.ndim != 3 or text.shape[-1] != width:
+            raise ValueError(f"encoder_hidden_states should be (B, L, {width}) "
+                             f"(cross_attention_dim), got shape {tuple(text.shape)}")
+        if text.shape[0] != batch:
+            raise ValueError(f"encoder_hidden_states has batch {text.shape[0]} but sample has "
+                             f"{batch}; repeat the text embedding per image")

@@ -52,17 +52,17 @@ class CrossAttnDownBlock2D(nn.Module):
             Downsample2D(out_channels, use_conv=True, out_channels=out_channels,
                          padding=downsample_padding)]) if add_downsample else None
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+    def forward(self, h: torch.Tensor, temb: torch.Tensor,
                 encoder_hidden_states: torch.Tensor):
-        skips = ()
+        skips = []
         for resnet, attn in zip(self.resnets, self.attentions, strict=True):
-            hidden_states = resnet(hidden_states, temb)
-            hidden_states = attn(hidden_states, encoder_hidden_states=encoder_hidden_states)
-            skips += (hidden_states,)
+            h = resnet(h, temb)
+            h = attn(h, encoder_hidden_states=encoder_hidden_states)
+            skips.append(h)
         if self.downsamplers is not None:
-            hidden_states = self.downsamplers[0](hidden_states)  # (B, C, H, W) -> (B, C, H/2, W/2)
-            skips += (hidden_states,)
-        return hidden_states, skips
+            h = self.downsamplers[0](h)  # (B, C, H, W) -> (B, C, H/2, W/2)
+            skips.append(h)
+        return h, tuple(skips)
 
 
 class UNetMidBlock2DCrossAttn(nn.Module):
@@ -81,13 +81,13 @@ class UNetMidBlock2DCrossAttn(nn.Module):
             _transformer(in_channels, num_attention_heads, cross_attention_dim, resnet_groups,
                          use_linear_projection) for _ in range(num_layers)])
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+    def forward(self, h: torch.Tensor, temb: torch.Tensor,
                 encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        hidden_states = self.resnets[0](hidden_states, temb)
+        h = self.resnets[0](h, temb)
         for attn, resnet in zip(self.attentions, self.resnets[1:], strict=True):
-            hidden_states = attn(hidden_states, encoder_hidden_states=encoder_hidden_states)
-            hidden_states = resnet(hidden_states, temb)
-        return hidden_states
+            h = attn(h, encoder_hidden_states=encoder_hidden_states)
+            h = resnet(h, temb)
+        return h
 
 
 class CrossAttnUpBlock2D(nn.Module):
@@ -117,15 +117,14 @@ class CrossAttnUpBlock2D(nn.Module):
             Upsample2D(out_channels, use_conv=True, out_channels=out_channels)
         ]) if add_upsample else None
 
-    def forward(self, hidden_states: torch.Tensor, res_hidden_states_tuple: tuple,
-                temb: torch.Tensor, encoder_hidden_states: torch.Tensor,
+    def forward(self, h: torch.Tensor, skips: tuple, temb: torch.Tensor,
+                encoder_hidden_states: torch.Tensor,
                 upsample_size: Optional[tuple] = None) -> torch.Tensor:
-        skips = list(res_hidden_states_tuple)
-        for resnet, attn in zip(self.resnets, self.attentions, strict=True):
-            # (B, C, H, W) + (B, C_skip, H, W) -> (B, C + C_skip, H, W); last skip first
-            hidden_states = torch.cat([hidden_states, skips.pop()], dim=1)
-            hidden_states = resnet(hidden_states, temb)
-            hidden_states = attn(hidden_states, encoder_hidden_states=encoder_hidden_states)
+        """`skips`: this level's encoder outputs in the order they were made; used last first."""
+        for j, (resnet, attn) in enumerate(zip(self.resnets, self.attentions, strict=True)):
+            h = torch.cat([h, skips[-1 - j]], dim=1)  # (B, C_h, H, W) -> (B, C_h + C_skip, H, W)
+            h = resnet(h, temb)
+            h = attn(h, encoder_hidden_states=encoder_hidden_states)
         if self.upsamplers is not None:
-            hidden_states = self.upsamplers[0](hidden_states, upsample_size)
-        return hidden_states
+            h = self.upsamplers[0](h, upsample_size)  # (B, C, H, W) -> (B, C, 2H, 2W)
+        return h

@@ -31,6 +31,7 @@ from ddlearn.config import register_to_config
 from ddlearn.models.modeling import ModelMixin
 from ddlearn.models.resnet import ResnetBlock2D, Upsample2D
 from ddlearn.models.unet_2d_blocks import DownBlock2D, UNetMidBlock2D
+from ddlearn.noise import randn_tensor
 
 
 class DiagonalGaussianDistribution:
@@ -44,10 +45,10 @@ class DiagonalGaussianDistribution:
         self.var = torch.exp(self.logvar)
 
     def sample(self, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """z = mu + sigma * eps (reparameterisation); eps drawn on the generator's device."""
-        device = generator.device if generator is not None else self.mean.device
-        eps = torch.randn(self.mean.shape, generator=generator, device=device,
-                          dtype=self.mean.dtype).to(self.mean.device)
+        """z = mu + sigma * eps (reparameterisation); eps drawn as diffusers draws it (one
+        generator, or a list with one per image)."""
+        eps = randn_tensor(self.mean.shape, generator, device=self.mean.device,
+                           dtype=self.mean.dtype)
         return self.mean + self.std * eps
 
     def mode(self) -> torch.Tensor:
@@ -142,8 +143,11 @@ class Decoder(nn.Module):
 
 
 class AutoencoderKL(ModelMixin):
-    # diffusers keys accepted only at these values (the SD 1.x / 2.x VAE)
-    ignore_for_config = ("latents_mean", "latents_std", "mid_block_add_attention")
+    # the SD 1.x / 2.x value of every diffusers key whose other values ddlearn leaves out
+    only_supported = {"latents_mean": None, "latents_std": None, "mid_block_add_attention": True,
+                      "act_fn": {"silu", "swish"}, "shift_factor": None,
+                      "down_block_types": "DownEncoderBlock2D",
+                      "up_block_types": "UpDecoderBlock2D"}
 
     @register_to_config
     def __init__(
@@ -164,17 +168,12 @@ class AutoencoderKL(ModelMixin):
         use_quant_conv: bool = True,
         use_post_quant_conv: bool = True,
     ):
-        super().__init__()
+        super().__init__()  # refuses the `only_supported` keys at other values
         n = len(block_out_channels)
-        if list(down_block_types) != ["DownEncoderBlock2D"] * n or \
-                list(up_block_types) != ["UpDecoderBlock2D"] * n:
+        if not len(down_block_types) == len(up_block_types) == n:
             raise ValueError(f"AutoencoderKL needs one 'DownEncoderBlock2D' and one "
                              f"'UpDecoderBlock2D' per block_out_channels ({n}); got "
                              f"{down_block_types} / {up_block_types}")
-        if act_fn not in ("silu", "swish") or shift_factor is not None:
-            raise ValueError(f"ddlearn's AutoencoderKL supports act_fn='silu' and "
-                             f"shift_factor=None (the SD 1.x/2.x VAE), got {act_fn!r} and "
-                             f"{shift_factor!r}")
         L = latent_channels
         self.encoder = Encoder(in_channels, L, block_out_channels, layers_per_block,
                                norm_num_groups)
@@ -182,17 +181,6 @@ class AutoencoderKL(ModelMixin):
                                norm_num_groups)
         self.quant_conv = nn.Conv2d(2 * L, 2 * L, kernel_size=1) if use_quant_conv else None
         self.post_quant_conv = nn.Conv2d(L, L, kernel_size=1) if use_post_quant_conv else None
-
-    @classmethod
-    def extract_init_kwargs(cls, config, **overrides) -> dict:
-        """Like ConfigMixin's, but refuse the newer VAEs' latents_mean/std or attention-free mid."""
-        merged = {**dict(config), **overrides}
-        for key, default in (("latents_mean", None), ("latents_std", None),
-                             ("mid_block_add_attention", True)):
-            if merged.get(key, default) != default:
-                raise ValueError(f"this VAE config sets {key}={merged[key]!r}; ddlearn implements "
-                                 f"the SD 1.x/2.x VAE only ({key}={default!r})")
-        return super().extract_init_kwargs(config, **overrides)
 
     @property
     def downscale_factor(self) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ddlearn.data.transforms import denormalize, numpy_to_pil, pt_to_numpy
 from ddlearn.models.vae import AutoencoderKL
 
 ImageInput = Union[Image.Image, List[Image.Image], np.ndarray, torch.Tensor]
@@ -54,11 +55,11 @@ class VAEWrapper:
             latents = latents[None]
         z = latents.to(device=self.vae.device, dtype=self.vae.dtype) / self.scaling_factor
         x = self.vae.decode(z).sample
-        x = (x / 2 + 0.5).clamp(0, 1).float().cpu()  # [-1, 1] -> [0, 1]
+        x = denormalize(x).float().cpu()  # [-1, 1] -> [0, 1]
         if output_type == "pt":
             return x
-        array = x.permute(0, 2, 3, 1).numpy()  # (B, C, H, W) -> (B, H, W, C)
-        return array if output_type == "np" else to_pil(array)
+        array = pt_to_numpy(x)  # (B, C, H, W) -> (B, H, W, C)
+        return array if output_type == "np" else numpy_to_pil(array)
 
     def to_tensor(self, images: ImageInput) -> torch.Tensor:
         """Any accepted image input -> float (B, C, H, W) in [0, 1], checked against the VAE."""
@@ -97,8 +98,3 @@ class VAEWrapper:
                              f"[-1, 1] images)")
         return x
 
-
-def to_pil(array: np.ndarray) -> List[Image.Image]:
-    """(B, H, W, C) floats in [0, 1] -> list of PIL images (greyscale when C == 1)."""
-    uint8 = (array * 255).round().astype(np.uint8)
-    return [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im) for im in uint8]

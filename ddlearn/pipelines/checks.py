@@ -133,3 +133,52 @@ def check_call_extras(pipeline, kwargs: dict) -> None:
         accepted = inspect.signature(type(pipeline).__call__).parameters
         raise unexpected(where, next(iter(kwargs)), [n for n in accepted if n not in
                                                      ("self", "kwargs")])
+
+
+def check_text_inputs(pipe, prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+                      num_images_per_prompt, generator, output_type, return_dict,
+                      callback_on_step_end) -> int:
+    """A text-to-image pipeline's arguments, each checked; -> the batch size (prompts x images)."""
+    if (prompt is None) == (prompt_embeds is None):
+        raise ValueError("pass exactly one of `prompt` and `prompt_embeds`")
+    if negative_prompt is not None and negative_prompt_embeds is not None:
+        raise ValueError("pass at most one of `negative_prompt` and `negative_prompt_embeds`")
+    d = pipe.unet.config.cross_attention_dim
+    if prompt is not None:
+        n_prompts = len(check_prompts("prompt", prompt))
+        embeds_shape = (n_prompts, pipe.tokenizer.model_max_length, d)
+    else:
+        embeds_shape = tuple(check_tensor("prompt_embeds", prompt_embeds).shape)
+        if len(embeds_shape) != 3 or embeds_shape[-1] != d:
+            raise ValueError(f"prompt_embeds has shape {embeds_shape}, expected (prompts, "
+                             f"tokens, {d}): the text encoder's output (cross_attention_dim)")
+        n_prompts = embeds_shape[0]
+    if negative_prompt is not None:
+        negative = check_prompts("negative_prompt", negative_prompt)
+        if not isinstance(negative_prompt, str) and len(negative) != n_prompts:
+            raise ValueError(f"negative_prompt has {len(negative)} entries but the batch has "
+                             f"{n_prompts} prompts; give one per prompt, or a single string")
+    if negative_prompt_embeds is not None:
+        check_tensor("negative_prompt_embeds", negative_prompt_embeds, embeds_shape,
+                     "the shape of the prompt's embeddings")
+    batch_size = n_prompts * check_count("num_images_per_prompt", num_images_per_prompt)
+    check_generator(generator, batch_size)
+    check_output_type(output_type, {**IMAGE_OUTPUT_TYPES, **LATENT_OUTPUT_TYPE})
+    check_flag("return_dict", return_dict)
+    check_callback(callback_on_step_end)
+    return batch_size
+
+
+def check_image_size(height, width, vae_factor: int, unet_factor: int, multiple_of: int = 8,
+                     name: str = "height and width") -> tuple:
+    """Whole numbers, multiples of `multiple_of` (diffusers asks for 8) and of what the VAE and
+    the UNet divide them by."""
+    height = check_count("height", height, whole_floats=True)
+    width = check_count("width", width, whole_floats=True)
+    multiple = math.lcm(multiple_of, vae_factor * unet_factor)
+    if height % multiple or width % multiple:
+        diffusers = "diffusers asks for multiples of 8, " if multiple_of == 8 else ""
+        raise ValueError(f"{name} must be multiples of {multiple}, got {height}x{width}: "
+                         f"{diffusers}the VAE divides them by {vae_factor} and the UNet halves "
+                         f"the latents {unet_factor.bit_length() - 1} more times")
+    return height, width

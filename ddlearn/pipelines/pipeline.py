@@ -19,12 +19,12 @@ import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
+from ddlearn import models, schedulers
 from ddlearn.config import FrozenConfig
+from ddlearn.data.transforms import denormalize, numpy_to_pil, pt_to_numpy
 from ddlearn.files import atomic_write_text
 from ddlearn.hub import resolve_folder
 from ddlearn.options import hub_options, refuse_unsupported, unexpected
@@ -193,21 +193,17 @@ class DiffusionPipeline:
     def progress_bar(self, iterable):
         return tqdm(iterable, **self._progress_bar_config)
 
-    @staticmethod
-    def numpy_to_pil(images: np.ndarray) -> list:
-        """(B, H, W, C) floats in [0, 1] -> list of PIL images."""
-        images = (images * 255).round().astype("uint8")
-        return [Image.fromarray(image) for image in images]
+    numpy_to_pil = staticmethod(numpy_to_pil)  # (B, H, W, C) in [0, 1] -> PIL, as diffusers
 
     def postprocess(self, image: torch.Tensor, output_type: str = "pil"):
         """(B, C, H, W) in [-1, 1] -> "pt" tensor in [0, 1], "np" (B, H, W, C) array, or PIL."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}")
-        image = (image / 2 + 0.5).clamp(0, 1)
+        image = denormalize(image)
         if output_type == "pt":
             return image
-        image = image.cpu().permute(0, 2, 3, 1).float().numpy()  # (B, C, H, W) -> (B, H, W, C)
-        return self.numpy_to_pil(image) if output_type == "pil" else image
+        image = pt_to_numpy(image)
+        return numpy_to_pil(image) if output_type == "pil" else image
 
 
 def load_component(root: Path, name: str, library, class_name, torch_dtype=None,
@@ -219,9 +215,7 @@ def load_component(root: Path, name: str, library, class_name, torch_dtype=None,
         from transformers import CLIPTokenizer
 
         return CLIPTokenizer.from_pretrained(root / name)
-    import ddlearn
-
-    cls = getattr(ddlearn, class_name, None)
+    cls = getattr(models, class_name, None) or getattr(schedulers, class_name, None)
     if cls is None:
         raise ValueError(f"{name}: ddlearn has no class {class_name!r} ({library}). Supported "
                          f"schedulers and models are listed in ddlearn.__all__")

@@ -20,25 +20,19 @@ helpers in ddlearn/pipelines/checks.py). The output is diffusers' `StableDiffusi
 """
 
 import inspect
-import math
 from typing import NamedTuple
 
 import torch
 
 from ddlearn.noise import randn_tensor
 from ddlearn.pipelines.checks import (
-    IMAGE_OUTPUT_TYPES,
-    LATENT_OUTPUT_TYPE,
     check_call_extras,
-    check_callback,
-    check_count,
-    check_flag,
-    check_generator,
+    check_image_size,
     check_number,
-    check_output_type,
     check_prompts,
     check_steps,
     check_tensor,
+    check_text_inputs,
 )
 from ddlearn.pipelines.pipeline import DiffusionPipeline
 
@@ -102,34 +96,9 @@ class StableDiffusionPipeline(DiffusionPipeline):
                      num_images_per_prompt, generator, output_type, return_dict,
                      callback_on_step_end) -> int:
         """Raise one clear error for a bad argument; return the batch size (prompts x images)."""
-        if (prompt is None) == (prompt_embeds is None):
-            raise ValueError("pass exactly one of `prompt` and `prompt_embeds`")
-        if negative_prompt is not None and negative_prompt_embeds is not None:
-            raise ValueError("pass at most one of `negative_prompt` and `negative_prompt_embeds`")
-        d = self.unet.config.cross_attention_dim
-        if prompt is not None:
-            n_prompts = len(check_prompts("prompt", prompt))
-            embeds_shape = (n_prompts, self.tokenizer.model_max_length, d)
-        else:
-            embeds_shape = tuple(check_tensor("prompt_embeds", prompt_embeds).shape)
-            if len(embeds_shape) != 3 or embeds_shape[-1] != d:
-                raise ValueError(f"prompt_embeds has shape {embeds_shape}, expected (prompts, "
-                                 f"tokens, {d}): the text encoder's output (cross_attention_dim)")
-            n_prompts = embeds_shape[0]
-        if negative_prompt is not None:
-            negative = check_prompts("negative_prompt", negative_prompt)
-            if not isinstance(negative_prompt, str) and len(negative) != n_prompts:
-                raise ValueError(f"negative_prompt has {len(negative)} entries but the batch has "
-                                 f"{n_prompts} prompts; give one per prompt, or a single string")
-        if negative_prompt_embeds is not None:
-            check_tensor("negative_prompt_embeds", negative_prompt_embeds, embeds_shape,
-                         "the shape of the prompt's embeddings")
-        batch_size = n_prompts * check_count("num_images_per_prompt", num_images_per_prompt)
-        check_generator(generator, batch_size)
-        check_output_type(output_type, {**IMAGE_OUTPUT_TYPES, **LATENT_OUTPUT_TYPE})
-        check_flag("return_dict", return_dict)
-        check_callback(callback_on_step_end)
-        return batch_size
+        return check_text_inputs(self, prompt, negative_prompt, prompt_embeds,
+                                 negative_prompt_embeds, num_images_per_prompt, generator,
+                                 output_type, return_dict, callback_on_step_end)
 
     @staticmethod
     def check_numbers(num_inference_steps, guidance_scale, eta) -> tuple:
@@ -143,16 +112,9 @@ class StableDiffusionPipeline(DiffusionPipeline):
                    name: str = "height and width") -> tuple:
         """Multiples of 8 (diffusers' rule for height and width) and of what the VAE and
         ddlearn's UNet divide by."""
-        height = check_count("height", height, whole_floats=True)
-        width = check_count("width", width, whole_floats=True)
-        vae, unet = self.vae_scale_factor, 2 ** (len(self.unet.config.block_out_channels) - 1)
-        multiple = math.lcm(multiple_of, vae * unet)
-        if height % multiple or width % multiple:
-            diffusers = "diffusers asks for multiples of 8, " if multiple_of == 8 else ""
-            raise ValueError(f"{name} must be multiples of {multiple}, got {height}x{width}: "
-                             f"{diffusers}the VAE divides them by {vae} and the UNet halves the "
-                             f"latents {unet.bit_length() - 1} more times")
-        return height, width
+        unet_factor = 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return check_image_size(height, width, self.vae_scale_factor, unet_factor, multiple_of,
+                                name)
 
     # ---- 1. prompts ----------------------------------------------------------------------------
     def encode_prompt(self, prompt, num_images_per_prompt=1, do_classifier_free_guidance=True,
