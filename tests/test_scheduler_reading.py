@@ -22,7 +22,8 @@ PACKAGE = Path(ddlearn.__file__).parent
 LIBRARY_CALLS = {"ddlearn/noise.py"}  # the one way to draw noise, read like torch.randn
 NAMES = ["DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
          "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
-         "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"]
+         "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
+         "FlowMatchEulerDiscreteScheduler"]
 
 
 def relative(path) -> str:

@@ -6,6 +6,7 @@ from ddlearn.schedulers.ddpm import DDPMScheduler
 from ddlearn.schedulers.dpm_solver import DPMSolverMultistepScheduler
 from ddlearn.schedulers.euler import EulerDiscreteScheduler
 from ddlearn.schedulers.euler_ancestral import EulerAncestralDiscreteScheduler
+from ddlearn.schedulers.flow_match_euler import FlowMatchEulerDiscreteScheduler
 from ddlearn.schedulers.heun import HeunDiscreteScheduler
 from ddlearn.schedulers.lms import LMSDiscreteScheduler
 from ddlearn.schedulers.pndm import PNDMScheduler
@@ -13,4 +14,5 @@ from ddlearn.schedulers.unipc import UniPCMultistepScheduler
 
 __all__ = ["SchedulerOutput", "DDPMScheduler", "DDIMScheduler", "PNDMScheduler",
            "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
-           "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler"]
+           "LMSDiscreteScheduler", "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
+           "FlowMatchEulerDiscreteScheduler"]

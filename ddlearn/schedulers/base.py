@@ -15,6 +15,7 @@ import torch
 from ddlearn.config import ConfigMixin, init_parameters
 from ddlearn.hub import resolve_folder
 from ddlearn.options import hub_options, refuse_unsupported, unexpected
+from ddlearn.schedulers import common
 from ddlearn.schedulers.common import alpha_bar_coefficients
 
 
@@ -26,6 +27,7 @@ class SchedulerMixin(ConfigMixin):
     num_inference_steps = None  # until set_timesteps
     step_index = None  # the stateful samplers' position in `timesteps`
     begin_index = None  # where a pipeline starts the loop (img2img), if it says
+    compatible_family = "ddpm"  # schedulers of one family can be built from each other's config
 
     def __len__(self):
         return self.config.num_train_timesteps
@@ -33,6 +35,11 @@ class SchedulerMixin(ConfigMixin):
     def set_begin_index(self, begin_index: int = 0):
         """Start the next loop at `timesteps[begin_index]` (img2img: after the skipped steps)."""
         self.begin_index = begin_index
+
+    def index_for_timestep(self, timestep, schedule_timesteps=None) -> int:
+        """Where `timestep` sits in the schedule (the 2nd match if it appears twice)."""
+        return common.index_for_timestep(
+            self.timesteps if schedule_timesteps is None else schedule_timesteps, timestep)
 
     def get_velocity(self, sample, noise, timesteps) -> torch.Tensor:
         """v-prediction target (Salimans & Ho 2022, §4): v = √ᾱ_t ε - √(1-ᾱ_t) x_0."""
@@ -78,11 +85,13 @@ class SchedulerMixin(ConfigMixin):
 
     @classmethod
     def compatible_classes(cls) -> tuple:
-        """Every ddlearn scheduler: any of them can be built from another's config."""
+        """Every ddlearn scheduler of this one's family (the DDPM-trained samplers, or flow
+        matching's): any of them can be built from another's config."""
         found, todo = [], [SchedulerMixin]
         while todo:
             subclasses = todo.pop().__subclasses__()
-            found += [c for c in subclasses if "step" in vars(c)]
+            found += [c for c in subclasses if "step" in vars(c)
+                      and c.compatible_family == cls.compatible_family]
             todo += subclasses
         return tuple(found)
 

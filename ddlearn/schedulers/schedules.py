@@ -220,6 +220,16 @@ def time_shift(mu: float, sigmas, kind: str = "exponential"):
     return shift / (shift + (1 / sigmas - 1))
 
 
+def stretch_to_terminal(sigmas, terminal: float):
+    """Stretch a flow schedule so that its last σ is `terminal` (diffusers' shift_terminal):
+    1 - σ scaled so that 1 - σ_last = 1 - terminal."""
+    one_minus = 1 - sigmas
+    if one_minus[-1] == 0:  # one step, at σ = 1: nothing to stretch (diffusers divides by 0)
+        raise ValueError(f"shift_terminal={terminal} needs a schedule that ends below σ = 1; "
+                         f"take at least 2 steps")
+    return 1 - one_minus / (one_minus[-1] / (1 - terminal))
+
+
 def init_noise_sigma(sigmas: torch.Tensor, timestep_spacing: str) -> torch.Tensor:
     """Std of x_T for the σ samplers: σ_max, or √(σ_max² + 1) when "leading" never reaches T-1."""
     if timestep_spacing in ("linspace", "trailing"):

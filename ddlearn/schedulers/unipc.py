@@ -50,6 +50,7 @@ from ddlearn.schedulers.schedules import (
     respacing,
     shifted_sigmas,
     sigmas_from_alphas_cumprod,
+    stretch_to_terminal,
     time_shift,
 )
 
@@ -129,7 +130,7 @@ class UniPCMultistepScheduler(SchedulerMixin):
             sigmas = (time_shift(mu, sigmas, c.time_shift_type) if c.use_dynamic_shifting
                       else shifted_sigmas(sigmas, c.flow_shift))
             if c.shift_terminal:  # stretch so that the last σ is shift_terminal
-                sigmas = 1 - (1 - sigmas) / ((1 - sigmas[-1]) / (1 - c.shift_terminal))
+                sigmas = stretch_to_terminal(sigmas, c.shift_terminal)
             if abs(sigmas[0] - 1) < 1e-6:
                 sigmas[0] -= 1e-6  # σ = 1 is α = 0: λ = -∞
             timesteps = sigmas * T
