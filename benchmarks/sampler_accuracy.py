@@ -1,10 +1,11 @@
 """How accurate is each sampler, with the network's error taken out?
 
 Every scheduler samples the 8-Gaussian ring (radius 2, std 0.15) with the *exact* ε-prediction
-ε*(x_t, t) = -√(1-ᾱ_t) ∇log p_t(x_t) of `ddlearn.data.toy2d`, so the only error left is the
-sampler's. We report the sliced Wasserstein distance (SW1) of its samples to a fixed set of true
-samples, against the number of model evaluations (Heun costs 2 per step, PNDM's Runge-Kutta warm-up
-4 per step), next to the "floor": the SWD of independent true sample sets of the same size.
+ε*(x_t, t) = -√(1-ᾱ_t) ∇log p_t(x_t) of `ddlearn.data.toy2d` (flow matching's Euler: the exact
+velocity u*(x, σ) = E[ε - x_0 | x_σ]), so the only error left is the sampler's. We report the
+sliced Wasserstein distance (SW1) of its samples to a fixed set of true samples, against the
+number of model evaluations (Heun costs 2 per step, PNDM's Runge-Kutta warm-up 4 per step), next
+to the "floor": the SWD of independent true sample sets of the same size.
 
     python benchmarks/sampler_accuracy.py                        # all schedulers, diffusers oracle
     python benchmarks/sampler_accuracy.py --backend ddlearn --schedulers DDIM "DPM++ 2M" \
@@ -38,6 +39,9 @@ SCHEDULERS = {
     "PNDM": ("PNDMScheduler", "pndm", {}),
     "DPM++ 2M": ("DPMSolverMultistepScheduler", "dpm_solver", {}),
     "UniPC": ("UniPCMultistepScheduler", "unipc", {}),
+    # flow matching: the straight path x_σ = (1-σ) x_0 + σ ε, fed the exact velocity u*
+    "Flow Euler": ("FlowMatchEulerDiscreteScheduler", "flow_match_euler", {}),
+    "Flow Euler s=3": ("FlowMatchEulerDiscreteScheduler", "flow_match_euler", {"shift": 3.0}),
 }
 COMMON = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
           "beta_schedule": "linear"}
@@ -66,13 +70,15 @@ def steps_for(scheduler, evals):
 
 
 def sample_with(scheduler, model, x_T, seed):
-    """The standard loop: x_T · init_noise_sigma, then scale → model → step for every timestep."""
+    """The standard loop: x_T · init_noise_sigma, then scale → model → step for every timestep
+    (flow matching starts at x_1 = ε and feeds the model x itself)."""
     takes_generator = "generator" in inspect.signature(scheduler.step).parameters
     kwargs = {"generator": torch.Generator().manual_seed(seed)} if takes_generator else {}
-    x = x_T * scheduler.init_noise_sigma
+    x = x_T * getattr(scheduler, "init_noise_sigma", 1.0)
+    scale = getattr(scheduler, "scale_model_input", lambda sample, t: sample)
     for t in scheduler.timesteps:
-        eps = model(scheduler.scale_model_input(x, t), t)
-        x = scheduler.step(eps, t, x, **kwargs).prev_sample
+        output = model(scale(x, t), t)
+        x = scheduler.step(output, t, x, **kwargs).prev_sample
     return x
 
 
@@ -102,7 +108,8 @@ def run(args):
             print(f"skipping {label}: {error}")
             continue
         use = scheduler if args.model_sigma == "scheduler" else None
-        model = toy.exact_eps_model(scheduler.alphas_cumprod, scheduler=use)
+        model = (toy.exact_velocity_model(scheduler) if label.startswith("Flow") else
+                 toy.exact_eps_model(scheduler.alphas_cumprod, scheduler=use))
         results[label] = []
         for evals in args.evals:
             start = time.time()

@@ -1,21 +1,15 @@
 """The training loop chapter 04 teaches: noise an image, predict the noise, regress, repeat.
 
-DDPM training (Ho et al. 2020, Algorithm 1), as in diffusers' train_unconditional.py example:
+`train(model, loss_fn, dataset, ...)` minimises a loss from losses.py (`diffusion_loss`,
+`flow_matching_loss`) or your own `loss_fn(model, batch, generator)`. Around that step, what a
+real run needs and nothing more: AdamW, an exponential moving average of the weights (EMA), a
+loss log, atomic checkpoints, and resuming from the last one. Every batch and noise draw comes
+from a generator seeded by (seed, step), so a resumed run continues exactly where it stopped
+(same batches, same noise) instead of restarting. Several GPUs: pass an `accelerate.Accelerator`
+(see scripts/train_ddpm_butterflies.py); each process takes its slice.
 
-    x_0 ~ data,  t ~ U{0..T-1},  ε ~ N(0, I)
-    x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε              (scheduler.add_noise, eq. 4)
-    loss = ‖ε - ε_θ(x_t, t)‖²                (eq. 14; or v / x_0 targets, see `target_for`)
-
-optionally weighted per image by Min-SNR-γ (`weighting="min_snr"`, train_text_to_image.py's
-`--snr_gamma`). Around that step, what a real run needs and nothing more: AdamW, an exponential
-moving average of the weights (EMA), a loss log, atomic checkpoints, and resuming from the last
-one. Every batch and noise draw comes from a generator seeded by (seed, step), so a resumed run
-continues exactly where it stopped (same batches, same noise) instead of restarting. Several GPUs:
-pass an `accelerate.Accelerator` (see scripts/train_ddpm_butterflies.py); each takes its slice.
-
-References: Ho et al. 2020, "Denoising Diffusion Probabilistic Models"; Salimans & Ho 2022,
-"Progressive Distillation" (v-prediction); Hang et al. 2023, "Efficient Diffusion Training via
-Min-SNR Weighting Strategy"; Esser et al. 2024, "Scaling Rectified Flow Transformers" §3.1.
+References: Ho et al. 2020, "Denoising Diffusion Probabilistic Models", Algorithm 1; diffusers'
+examples/unconditional_image_generation/train_unconditional.py (AdamW, EMA, checkpoints).
 """
 
 import copy
@@ -24,71 +18,11 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from ddlearn.files import atomic_write, atomic_write_text
 from ddlearn.models.weights import save_weights
-
-
-# --------------------------------------------------------------------------------------------------
-# The loss
-# --------------------------------------------------------------------------------------------------
-def target_for(scheduler, x_0, noise, t) -> torch.Tensor:
-    """What the network regresses on, by `scheduler.config.prediction_type`."""
-    kind = scheduler.config.prediction_type
-    if kind == "epsilon":
-        return noise
-    if kind == "v_prediction":  # v = √ᾱ_t ε - √(1-ᾱ_t) x_0 (Salimans & Ho 2022)
-        return scheduler.get_velocity(x_0, noise, t)
-    if kind == "sample":
-        return x_0
-    raise ValueError(f"unknown prediction_type {kind!r}")
-
-
-def sample_timesteps(batch_size, num_train_timesteps, generator, distribution="uniform"):
-    """t for each image: "uniform" over 0..T-1 (DDPM), or "logit_normal" (more mid-range t,
-    Esser et al. 2024 §3.1): less effort on the nearly clean and nearly pure-noise ends."""
-    if distribution == "uniform":
-        return torch.randint(0, num_train_timesteps, (batch_size,), generator=generator)
-    if distribution == "logit_normal":
-        u = torch.sigmoid(torch.randn(batch_size, generator=generator))
-        return (u * (num_train_timesteps - 1)).round().long()
-    raise ValueError(f"unknown timestep distribution {distribution!r}: 'uniform' or 'logit_normal'")
-
-
-def min_snr_weights(scheduler, t, snr_gamma=5.0) -> torch.Tensor:
-    """Per-image loss weights of Min-SNR-γ (Hang et al. 2023): the x_0-error weight min(SNR_t, γ),
-    SNR_t = ᾱ_t / (1-ᾱ_t), rewritten for the target the network regresses on."""
-    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
-    snr = alpha_bar / (1 - alpha_bar)
-    clipped = snr.clamp(max=snr_gamma)
-    kind = scheduler.config.prediction_type
-    # ‖ε - ε̂‖² = SNR ‖x_0 - x̂_0‖², ‖v - v̂‖² = (SNR + 1) ‖x_0 - x̂_0‖²
-    return {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1), "sample": clipped}[kind]
-
-
-def diffusion_loss(unet, scheduler, x_0, generator, weighting=None, snr_gamma=5.0,
-                   timestep_distribution="uniform", **unet_kwargs):
-    """One DDPM training loss on a batch of clean images (or latents) x_0 in [-1, 1].
-
-    weighting=None: the plain MSE over every pixel of the batch (Ho et al. 2020, eq. 14).
-    weighting="min_snr": each image's MSE times `min_snr_weights(scheduler, t, snr_gamma)`, so
-    the easy, nearly clean timesteps stop dominating the gradient (Hang et al. 2023).
-    Both draw the same noise and t from `generator`."""
-    if weighting not in (None, "min_snr"):
-        raise ValueError(f"unknown weighting {weighting!r}: None (plain MSE) or 'min_snr'")
-    noise = torch.randn(x_0.shape, generator=generator).to(x_0.device, x_0.dtype)
-    t = sample_timesteps(x_0.shape[0], scheduler.config.num_train_timesteps, generator,
-                         timestep_distribution).to(x_0.device)
-    x_t = scheduler.add_noise(x_0, noise, t)
-    prediction = unet(x_t, t, **unet_kwargs).sample.float()
-    target = target_for(scheduler, x_0, noise, t).float()
-    if weighting is None:
-        return F.mse_loss(prediction, target)
-    per_image = F.mse_loss(prediction, target, reduction="none").flatten(1).mean(1)
-    return (min_snr_weights(scheduler, t, snr_gamma).float() * per_image).mean()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
+from ddlearn.losses import diffusion_loss
 from ddlearn.models.unet_2d import UNet2DModel
 from ddlearn.pipelines.ddpm import DDIMPipeline, DDPMPipeline
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
-from ddlearn.training import diffusion_loss, train
+from ddlearn.training import train
 from ddlearn.viz import make_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

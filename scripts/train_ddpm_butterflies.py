@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import make_accelerator, pick_device, render_butterflies  # noqa: E402
 
 from ddlearn import DDPMPipeline, DDPMScheduler, UNet2DModel  # noqa: E402
-from ddlearn.training import diffusion_loss, train  # noqa: E402
+from ddlearn.losses import diffusion_loss  # noqa: E402
+from ddlearn.training import train  # noqa: E402
 
 
 def build_unet() -> UNet2DModel:

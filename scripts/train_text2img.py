@@ -34,7 +34,8 @@ from ddlearn import (  # noqa: E402
 )
 from ddlearn.data.butterflies.drawing import caption_vocabulary  # noqa: E402
 from ddlearn.data.tokenizer import build_clip_tokenizer  # noqa: E402
-from ddlearn.training import diffusion_loss, train  # noqa: E402
+from ddlearn.losses import diffusion_loss  # noqa: E402
+from ddlearn.training import train  # noqa: E402
 
 MAX_TOKENS = 16  # captions are at most ~9 tokens; SD uses 77
 

@@ -568,7 +568,7 @@ def test_min_snr_weights_match_diffusers_training_scripts(prediction_type):
     from diffusers import DDPMScheduler as DiffusersDDPM
     from diffusers.training_utils import compute_snr
 
-    from ddlearn.training import min_snr_weights
+    from ddlearn.losses import min_snr_weights
 
     config = dict(beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type)
     t = torch.tensor([0, 3, 50, 300, 700, 999])

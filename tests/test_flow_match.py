@@ -186,3 +186,63 @@ def test_bad_inputs_are_clear_errors():
         scheduler.step(x, 0, x)
     with pytest.raises(NotImplementedError, match="per_token_timesteps"):
         scheduler.step(x, scheduler.timesteps[0], x, per_token_timesteps=torch.ones(1, 16))
+
+
+# --------------------------------------------------------------------------------------------------
+# The objective: conditional flow matching, as diffusers' SD3 training script computes it
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("distribution", ["logit_normal", "mode", "uniform"])
+def test_flow_sigmas_are_diffusers_timestep_density(distribution):
+    from diffusers.training_utils import compute_density_for_timestep_sampling
+
+    from ddlearn.losses import flow_sigmas
+
+    theirs = compute_density_for_timestep_sampling(
+        distribution if distribution != "uniform" else "none", 64, logit_mean=0.3, logit_std=0.8,
+        mode_scale=1.29, generator=torch.Generator().manual_seed(3))
+    ours = flow_sigmas(64, torch.Generator().manual_seed(3), distribution, logit_mean=0.3,
+                       logit_std=0.8, mode_scale=1.29)
+    assert torch.equal(ours, theirs)
+
+
+class TinyVelocityNet(torch.nn.Module):
+    """u_θ(x, t): a convolution plus a learned function of t, enough to have gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x, t):
+        return type("Out", (), {"sample": self.conv(x) + self.scale * t.view(-1, 1, 1, 1) / 1000})
+
+
+@pytest.mark.parametrize("shift, distribution", [(1.0, "logit_normal"), (3.0, "logit_normal"),
+                                                 (3.0, "uniform")])
+def test_flow_matching_loss_is_diffusers_sd3_recipe(shift, distribution):
+    """train_dreambooth_sd3.py: u from the density, t = timesteps[u·T], σ = sigmas at t,
+    x_σ = (1 - σ) x_0 + σ ε, target ε - x_0, MSE. Same noise and u on both sides."""
+    from diffusers.training_utils import compute_density_for_timestep_sampling
+
+    from ddlearn.losses import flow_matching_loss
+    from ddlearn.noise import randn_tensor
+
+    torch.manual_seed(0)
+    model = TinyVelocityNet()
+    x0 = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    loss = flow_matching_loss(model, OURS(shift=shift), x0, torch.Generator().manual_seed(5),
+                              distribution)
+    loss.backward()
+    assert model.scale.grad is not None and model.conv.weight.grad.abs().sum() > 0
+
+    g, scheduler = torch.Generator().manual_seed(5), THEIRS(shift=shift)
+    noise = randn_tensor(x0.shape, g)
+    u = compute_density_for_timestep_sampling(
+        distribution if distribution != "uniform" else "none", 4, logit_mean=0.0, logit_std=1.0,
+        generator=g)
+    timesteps = scheduler.timesteps[(u * scheduler.config.num_train_timesteps).long()]
+    steps = [(scheduler.timesteps == t).nonzero().item() for t in timesteps]
+    sigma = scheduler.sigmas[steps].view(-1, 1, 1, 1)
+    noisy = (1.0 - sigma) * x0 + sigma * noise
+    expected = torch.mean((model(noisy, timesteps).sample.float() - (noise - x0)) ** 2)
+    assert_scaled_close(loss.detach(), expected.detach(), what="flow matching loss")

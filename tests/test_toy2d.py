@@ -116,3 +116,35 @@ def test_ddim_with_exact_eps_reaches_the_true_distribution_and_clipping_does_not
         distances[clip] = sliced_wasserstein(x, reference)
     assert distances[False] < 0.03
     assert distances[True] > 0.3  # the ring has radius 2: clipping x_0 to [-1, 1] destroys it
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.3, 0.7, 0.98])
+def test_flow_velocity_is_the_score_formula_by_autograd(sigma):
+    """u*(x, σ) = E[ε - x_0 | x_σ] = -(x + σ ∇log p_σ(x)) / (1 - σ) for x_σ = (1-σ) x_0 + σ ε,
+    with the score of the flow marginal taken by autograd of its log density."""
+    toy = GaussianMixture2D([[2.0, 0.0], [-1.0, 1.5], [0.0, -2.0]], std=0.3, weights=[1, 2, 3])
+    x = (2 * torch.randn(64, 2, generator=gen(13), dtype=torch.float64)).requires_grad_(True)
+    score, = torch.autograd.grad(toy.flow_noised(sigma).log_prob(x).sum(), x)
+    expected = -(x.detach() + sigma * score) / (1 - sigma)
+    torch.testing.assert_close(toy.velocity(x.detach(), sigma), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_flow_velocity_at_pure_noise_is_x_minus_the_data_mean():
+    toy = GaussianMixture2D([[2.0, 0.0], [-1.0, 1.5]], std=0.3, weights=[1, 3])
+    x = torch.randn(8, 2, generator=gen(14), dtype=torch.float64)
+    mean = (toy.weights[:, None] * toy.means).sum(0)
+    torch.testing.assert_close(toy.velocity(x, 1.0), x - mean)
+
+
+def test_flow_euler_with_the_exact_velocity_reaches_the_true_distribution():
+    """diffusers' FlowMatchEulerDiscreteScheduler, fed u*: the sampler's error alone."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    toy = ring_of_gaussians()
+    reference, x = toy.sample(N_SWD, gen(15)), torch.randn(N_SWD, 2, generator=gen(16))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(50)
+    model = toy.exact_velocity_model(scheduler)
+    for t in scheduler.timesteps:
+        x = scheduler.step(model(x, t), t, x).prev_sample
+    assert sliced_wasserstein(x, reference) < 0.03

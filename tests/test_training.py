@@ -5,17 +5,10 @@ import torch
 from diffusers import DDPMScheduler as DiffusersDDPM
 
 from ddlearn.config import register_to_config
+from ddlearn.losses import diffusion_loss, min_snr_weights, sample_timesteps, target_for
 from ddlearn.models.modeling import ModelMixin
 from ddlearn.schedulers.ddpm import DDPMScheduler
-from ddlearn.training import (
-    EMA,
-    diffusion_loss,
-    latest_checkpoint,
-    min_snr_weights,
-    sample_timesteps,
-    target_for,
-    train,
-)
+from ddlearn.training import EMA, latest_checkpoint, train
 
 
 class Output:

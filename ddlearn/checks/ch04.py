@@ -1,4 +1,4 @@
-"""Checkers for chapter 04 (training a diffusion model): your function against ddlearn.training.
+"""Checkers for chapter 04 (training a diffusion model): your function against ddlearn.losses.
 
     from ddlearn.checks import ch04
     ch04.check_training_loss(loss)          # ‖ε - ε_θ(√ᾱ_t x_0 + √(1-ᾱ_t) ε, t)‖²  (DDPM eq. 14)
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from ddlearn.checks import ExerciseError, compare_with_mistakes, randn, run_check, tiny_unet
+from ddlearn.losses import sample_timesteps, target_for
 from ddlearn.schedulers.ddpm import DDPMScheduler
-from ddlearn.training import sample_timesteps, target_for
 
 
 # --------------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ gives again a mixture, p_t = Σ_k w_k N(√ᾱ_t μ_k, v_t I) with v_t = ᾱ_t s
 
 and the network a perfect training would give is ε*(x_t, t) = E[ε | x_t] = -√(1-ᾱ_t) ∇log p_t(x_t)
 (Tweedie). Plugging ε* into a scheduler measures the *sampler's* error alone, with no network error.
-No counterpart in diffusers: it is the test bench for `ddlearn.schedulers`.
+Under flow matching's path x_σ = (1 - σ) x_0 + σ ε the marginals are mixtures too, and the exact
+velocity u*(x, σ) = E[ε - x_0 | x_σ] = -(x + σ ∇log p_σ(x)) / (1 - σ) has a closed form
+(`velocity`). No counterpart in diffusers: it is the test bench for `ddlearn.schedulers`.
 
 | code           | paper  | meaning                                                           |
 |----------------|--------|-------------------------------------------------------------------|
@@ -52,10 +54,12 @@ class GaussianMixture2D:
         var_t = alpha_bar_t * self.std**2 + 1 - alpha_bar_t
         return GaussianMixture2D(alpha_bar_t**0.5 * self.means, var_t**0.5, self.weights)
 
-    def _logits(self, x, alpha_bar_t):
-        """(N, 2) -> (N, K) log w_k - |x - √ᾱ μ_k|² / 2v_t, the mean √ᾱ μ (K, 2) and v_t."""
-        var_t = alpha_bar_t * self.std**2 + 1 - alpha_bar_t
-        mu_t = alpha_bar_t**0.5 * self.means
+    def _logits(self, x, alpha_bar_t, scale=None, var_t=None):
+        """(N, 2) -> (N, K) log w_k - |x - a μ_k|² / 2v_t, the means a μ (K, 2) and v_t; by
+        default a = √ᾱ_t and v_t = ᾱ_t s² + 1 - ᾱ_t (DDPM), or the given `scale` and `var_t`."""
+        if scale is None:
+            scale, var_t = alpha_bar_t**0.5, alpha_bar_t * self.std**2 + 1 - alpha_bar_t
+        mu_t = scale * self.means
         sq_dist = ((x[:, None, :] - mu_t[None]) ** 2).sum(-1)  # (N, 1, 2) - (1, K, 2) -> (N, K)
         return self.weights.log() - sq_dist / (2 * var_t), mu_t, var_t
 
@@ -69,6 +73,36 @@ class GaussianMixture2D:
         logits, mu_t, var_t = self._logits(x.double(), alpha_bar_t)
         r = torch.softmax(logits, dim=1)  # (N, K) responsibilities
         return (r @ mu_t - x.double()) / var_t
+
+    def flow_noised(self, sigma: float) -> "GaussianMixture2D":
+        """Marginal of flow matching's x_σ = (1 - σ) x_0 + σ ε: means (1 - σ) μ_k, variance
+        (1 - σ)² s² + σ²."""
+        return GaussianMixture2D((1 - sigma) * self.means,
+                                 ((1 - sigma) ** 2 * self.std**2 + sigma**2) ** 0.5, self.weights)
+
+    def velocity(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """The exact flow-matching velocity u*(x, σ) = E[ε - x_0 | x_σ = x] for x (N, 2).
+
+        Within component k, x_0 and ε are jointly Gaussian with x_σ (a = 1 - σ, v = a²s² + σ²):
+        E[x_0 | x, k] = μ_k + (a s²/v)(x - a μ_k) and E[ε | x, k] = (σ/v)(x - a μ_k), so
+        u_k = ((σ - a s²)/v)(x - a μ_k) - μ_k, averaged with the responsibilities r_k(x).
+        """
+        a = 1 - sigma
+        var = a**2 * self.std**2 + sigma**2
+        logits, mu_t, _ = self._logits(x.double(), None, scale=a, var_t=var)
+        r = torch.softmax(logits, dim=1)  # (N, K)
+        # (N, 1, 2) - (1, K, 2) -> (N, K, 2): the velocity each component would give
+        u_k = (sigma - a * self.std**2) / var * (x.double()[:, None] - mu_t[None]) - self.means
+        return (r[..., None] * u_k).sum(1)
+
+    def exact_velocity_model(self, scheduler) -> Callable:
+        """A `model(sample, timestep) -> u*` for a flow-matching scheduler's loop, at the σ the
+        scheduler is at (`scheduler.sigmas[scheduler.step_index]`)."""
+        def model(sample: torch.Tensor, timestep) -> torch.Tensor:
+            sigma = _current_sigma(scheduler, timestep)
+            return self.velocity(sample, sigma).to(sample.dtype)
+
+        return model
 
     def exact_eps_model(self, alphas_cumprod: torch.Tensor, scheduler=None) -> Callable:
         """A `model(sample, timestep) -> ε*` to drop into a scheduler loop in place of a network.
