@@ -42,6 +42,7 @@ SCHEDULERS = {
     # flow matching: the straight path x_σ = (1-σ) x_0 + σ ε, fed the exact velocity u*
     "Flow Euler": ("FlowMatchEulerDiscreteScheduler", "flow_match_euler", {}),
     "Flow Euler s=3": ("FlowMatchEulerDiscreteScheduler", "flow_match_euler", {"shift": 3.0}),
+    "Flow Heun": ("FlowMatchHeunDiscreteScheduler", "flow_match_heun", {}),
 }
 COMMON = {"num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
           "beta_schedule": "linear"}

@@ -246,3 +246,53 @@ def test_flow_matching_loss_is_diffusers_sd3_recipe(shift, distribution):
     noisy = (1.0 - sigma) * x0 + sigma * noise
     expected = torch.mean((model(noisy, timesteps).sample.float() - (noise - x0)) ** 2)
     assert_scaled_close(loss.detach(), expected.detach(), what="flow matching loss")
+
+
+# --------------------------------------------------------------------------------------------------
+# FlowMatchHeunDiscreteScheduler: the same path, EDM's 2nd-order Heun steps
+# --------------------------------------------------------------------------------------------------
+HEUN = (ddlearn.FlowMatchHeunDiscreteScheduler, diffusers.FlowMatchHeunDiscreteScheduler)
+
+
+def heun_loop(scheduler, steps, step_kwargs=None):
+    scheduler.set_timesteps(steps)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(step_kwargs or {})
+    if kwargs.get("s_churn"):
+        kwargs["generator"] = torch.Generator().manual_seed(3)
+    samples = []
+    for t in scheduler.timesteps:
+        x = scheduler.step(velocity(x, t), t, x, **kwargs).prev_sample
+        samples.append(x)
+    return scheduler, samples
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 12])
+@pytest.mark.parametrize("config, step_kwargs", [
+    ({}, None), ({"shift": 3.0}, None), ({"num_train_timesteps": 100}, None),
+    ({"shift": 3.0}, {"s_churn": 2.0, "s_tmin": 0.05, "s_tmax": 0.9}),
+], ids=["default", "shift3", "T100", "churn"])
+def test_flow_heun_loop_matches_diffusers(config, step_kwargs, steps):
+    ours, ours_samples = heun_loop(HEUN[0](**config), steps, step_kwargs)
+    theirs, theirs_samples = heun_loop(HEUN[1](**config), steps, step_kwargs)
+    assert ours.order == theirs.order == 2 and len(ours.timesteps) == 2 * steps - 1
+    assert_scaled_close(ours.timesteps, theirs.timesteps, what="timesteps")
+    assert_scaled_close(ours.sigmas, theirs.sigmas, what="sigmas")
+    for i, (a, b) in enumerate(zip(ours_samples, theirs_samples, strict=True)):
+        assert_scaled_close(a, b, what=f"call {i}")
+
+
+def test_flow_heun_takes_diffusers_keys_scale_noise_and_compatibles():
+    ours, theirs = (cls(shift=2.0) for cls in HEUN)
+    theirs_params = inspect.signature(HEUN[1].__init__).parameters
+    ours_params = inspect.signature(HEUN[0].__init__).parameters
+    assert {k: p.default for k, p in theirs_params.items() if k != "self"} == \
+        {k: p.default for k, p in ours_params.items() if k != "self"}
+    assert {c.__name__ for c in ours.compatibles} == {c.__name__ for c in theirs.compatibles}
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    for scheduler in (ours, theirs):
+        scheduler.set_timesteps(6)
+    t = theirs.timesteps[3]
+    assert_scaled_close(ours.scale_noise(x0, t, noise), theirs.scale_noise(x0, t, noise),
+                        what="scale_noise")

@@ -23,7 +23,7 @@ LIBRARY_CALLS = {"ddlearn/noise.py"}  # the one way to draw noise, read like tor
 NAMES = ["DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "EulerDiscreteScheduler",
          "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler", "LMSDiscreteScheduler",
          "DPMSolverMultistepScheduler", "UniPCMultistepScheduler",
-         "FlowMatchEulerDiscreteScheduler"]
+         "FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"]
 
 
 def relative(path) -> str:

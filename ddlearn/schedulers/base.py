@@ -85,8 +85,9 @@ class SchedulerMixin(ConfigMixin):
 
     @classmethod
     def compatible_classes(cls) -> tuple:
-        """Every ddlearn scheduler of this one's family (the DDPM-trained samplers, or flow
-        matching's): any of them can be built from another's config."""
+        """Every ddlearn scheduler of this one's family (the DDPM-trained samplers; each flow
+        matching one is its own, as in diffusers): any of them can be built from another's
+        config."""
         found, todo = [], [SchedulerMixin]
         while todo:
             subclasses = todo.pop().__subclasses__()

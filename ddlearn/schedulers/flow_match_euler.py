@@ -63,7 +63,7 @@ def calculate_shift(image_seq_len: int, base_seq_len: int = 256, max_seq_len: in
 class FlowMatchEulerDiscreteScheduler(SchedulerMixin):
     """Euler steps along the predicted velocity, σ_i -> σ_{i+1} (SD3, Flux)."""
 
-    compatible_family = "flow"  # no DDPM-family scheduler can stand in for it, nor it for them
+    compatible_family = "flow_match_euler"  # diffusers lists only the class itself
 
     @register_to_config
     def __init__(self, num_train_timesteps: int = 1000, shift: float = 1.0,
