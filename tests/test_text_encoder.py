@@ -126,3 +126,26 @@ def test_too_many_tokens_is_a_clear_error():
 def test_unknown_activation_is_a_clear_error():
     with pytest.raises(NotImplementedError, match="hidden_act='relu'"):
         CLIPTextModel(**TINY, hidden_act="relu")
+
+
+@pytest.mark.parametrize("eos_token_id", [999, 2])
+@torch.no_grad()
+def test_with_projection_matches_transformers_both_ways(tmp_path, eos_token_id):
+    """SD3's text encoders: text_embeds (projected pooled EOS row), the hidden states SD3 reads
+    (hidden_states[-2]), and the checkpoint, both ways."""
+    from transformers import CLIPTextModelWithProjection as HFWithProjection
+
+    from ddlearn import CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(**{**TINY, "num_hidden_layers": 3, "projection_dim": 24,
+                               "eos_token_id": eos_token_id})
+    reference = randomise(HFWithProjection(config), seed=3)
+    ids = random_ids(eos=eos_token_id)
+    forward = lambda model: (lambda out: (out.text_embeds, out.last_hidden_state,
+                                          *out.hidden_states))(
+        model(ids, output_hidden_states=True))
+    ours, back = assert_round_trip(reference, CLIPTextModelWithProjection, forward,
+                                   folder=tmp_path, **CLOSE)
+    assert ours(ids)[0].shape == (3, 24)  # [0] is text_embeds, as in transformers
+    assert json.loads((tmp_path / "ddlearn" / "config.json").read_text())["architectures"] == \
+        ["CLIPTextModelWithProjection"]

@@ -28,8 +28,16 @@ THREE_LEVELS = dict(block_out_channels=(16, 32, 32), layers_per_block=2, norm_nu
                     down_block_types=("DownEncoderBlock2D",) * 3,
                     up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=3, sample_size=24)
 
+# SD3's layout: 8x downsampling (4 levels), 16 latent channels, a shift, no quant convs
+SD3_LAYOUT = dict(block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8,
+                  down_block_types=("DownEncoderBlock2D",) * 4,
+                  up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=16, sample_size=32,
+                  scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
+                  use_post_quant_conv=False)
 
-@pytest.fixture(scope="module", params=[TINY, THREE_LEVELS], ids=["tiny", "3-levels"])
+
+@pytest.fixture(scope="module", params=[TINY, THREE_LEVELS, SD3_LAYOUT],
+                ids=["tiny", "3-levels", "sd3-layout"])
 def pair(request, tmp_path_factory):
     """(diffusers VAE, ddlearn VAE loaded from the diffusers checkpoint, config)."""
     ref = randomise(diffusers.AutoencoderKL(**request.param))
@@ -126,7 +134,6 @@ def test_wrapper_decode_bad_inputs(wrapper):
 
 
 @pytest.mark.parametrize("override, message, error", [  # a diffusers option left out, or a mistake
-    (dict(shift_factor=0.1159), "shift_factor", NI),
     (dict(latents_mean=[0.0] * 4), "latents_mean", NI),
     (dict(mid_block_add_attention=False), "mid_block_add_attention", NI),
     (dict(act_fn="gelu"), "act_fn", NI),

@@ -53,7 +53,8 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
             if key not in config:
                 continue
             value = config[key]
-            if isinstance(value, (list, tuple)) and len(set(value)) == 1:
+            value = tuple(value) if isinstance(value, list) else value  # JSON has no tuples
+            if isinstance(value, tuple) and len(set(value)) == 1:
                 value = value[0]  # one value per level, all the same: [False] * 4
             allowed = supported if isinstance(supported, set) else {supported}
             if not any(value == a for a in allowed):

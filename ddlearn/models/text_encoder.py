@@ -9,10 +9,14 @@ loads back in transformers. Read order = build order: embeddings -> N pre-LN lay
     x_l = x_{l-1} + Attn(LN1(x_{l-1}), causal)                          each layer l = 1..N
     x_l = x_l + MLP(LN2(x_l)),   MLP(h) = fc2(act(fc1(h)))
     last_hidden_state = LN_final(x_N);  pooler_output = last_hidden_state at the EOS token
+    text_embeds = pooler_output W_proj      (CLIPTextModelWithProjection: SD3's two CLIPs, SDXL's)
 
 Notation: B batch, T tokens (<= max_position_embeddings), D = hidden_size, H heads of size D/H.
 `hidden_states` (when asked) is (x_0, x_1, ..., x_N), before the final norm, like transformers';
 Stable Diffusion 2.x conditions on the penultimate one, `final_layer_norm(hidden_states[-2])`.
+
+`CLIPTextModelWithProjection` adds CLIP's text projection (`text_projection.weight`, no bias) and
+returns (text_embeds, last_hidden_state, hidden_states), as transformers' class does.
 
 References: Radford et al. 2021, "Learning Transferable Visual Models From Natural Language
 Supervision" (CLIP), sec. 2.4; Vaswani et al. 2017 (attention, eq. 1); Hendrycks & Gimpel 2016
@@ -78,6 +82,7 @@ class CLIPTextModel(ModelMixin):
                          "tie_word_embeddings")
     only_supported = {"hidden_act": set(ACTIVATIONS)}
     library = "transformers"
+    with_projection = False
 
     @register_to_config
     def __init__(self, vocab_size: int = 49408, hidden_size: int = 512,
@@ -102,6 +107,8 @@ class CLIPTextModel(ModelMixin):
             encoder=nn.ModuleDict(dict(layers=nn.ModuleList(layers))),
             final_layer_norm=nn.LayerNorm(D, eps=layer_norm_eps),
         ))
+        if self.with_projection:  # CLIPTextModelWithProjection
+            self.text_projection = nn.Linear(D, projection_dim, bias=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids=None, output_attentions: bool = False,
@@ -148,7 +155,7 @@ class CLIPTextModel(ModelMixin):
         """Write config.json as transformers does, so `transformers.CLIPTextModel` can load it."""
         path = Path(save_directory) / self.config_name
         keys = {k: v for k, v in self.config.items() if not k.startswith("_")}  # no _class_name
-        data = {"architectures": ["CLIPTextModel"], "model_type": "clip_text_model", **keys}
+        data = {"architectures": [type(self).__name__], "model_type": "clip_text_model", **keys}
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
 
@@ -157,7 +164,31 @@ class CLIPTextModel(ModelMixin):
         """Load an SD `text_encoder/` folder, or one saved by transformers 4.x, 5.x or ddlearn:
         transformers 5 saves without the `text_model.` prefix; old checkpoints carry
         position_ids."""
-        state = {k if k.startswith("text_model.") else f"text_model.{k}": v
+        top_level = ("text_model.", "text_projection.")
+        state = {k if k.startswith(top_level) else f"text_model.{k}": v
                  for k, v in state.items()}
         state.pop("text_model.embeddings.position_ids", None)
         return state
+
+
+class CLIPTextModelWithProjectionOutput(NamedTuple):
+    text_embeds: torch.Tensor  # (B, projection_dim): the pooled EOS row, projected
+    last_hidden_state: torch.Tensor  # (B, T, D)
+    hidden_states: Optional[Tuple[torch.Tensor, ...]] = None  # N+1 tensors (B, T, D), if asked
+
+
+class CLIPTextModelWithProjection(CLIPTextModel):
+    """CLIPTextModel + CLIP's linear text projection of the pooled output (no bias), as
+    transformers' class: what SD3 (`text_encoder`, `text_encoder_2`) and SDXL load."""
+
+    with_projection = True  # CLIPTextModel.__init__ then adds `text_projection`
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                position_ids=None, output_attentions: bool = False,
+                output_hidden_states: bool = False, return_dict: bool = True
+                ) -> CLIPTextModelWithProjectionOutput:
+        out = super().forward(input_ids, attention_mask, position_ids, output_attentions,
+                              output_hidden_states)
+        output = CLIPTextModelWithProjectionOutput(self.text_projection(out.pooler_output),
+                                                   out.last_hidden_state, out.hidden_states)
+        return output if return_dict else tuple(v for v in output if v is not None)

@@ -8,7 +8,8 @@ H and W (SD's 4 levels: /8).
 
     encode: x -> Encoder -> quant_conv -> [mu, log sigma^2]: the posterior q(z|x) = N(mu, sigma^2)
     decode: z -> post_quant_conv -> Decoder -> x_hat
-Diffusion runs on z * scaling_factor (0.18215 for SD), which gives latents about unit variance.
+Diffusion runs on z * scaling_factor (0.18215 for SD), which gives latents about unit variance;
+SD3's VAE also centres them first, (z - shift_factor) * scaling_factor (its pipeline does that).
 
 Notation
     x      (B, 3, H, W)            image in [-1, 1]
@@ -145,7 +146,7 @@ class Decoder(nn.Module):
 class AutoencoderKL(ModelMixin):
     # the SD 1.x / 2.x value of every diffusers key whose other values ddlearn leaves out
     only_supported = {"latents_mean": None, "latents_std": None, "mid_block_add_attention": True,
-                      "act_fn": {"silu", "swish"}, "shift_factor": None,
+                      "act_fn": {"silu", "swish"},
                       "down_block_types": "DownEncoderBlock2D",
                       "up_block_types": "UpDecoderBlock2D"}
 

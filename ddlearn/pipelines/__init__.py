@@ -6,6 +6,10 @@ from ddlearn.pipelines.stable_diffusion import (
     StableDiffusionPipeline,
     StableDiffusionPipelineOutput,
 )
+from ddlearn.pipelines.stable_diffusion_3 import (
+    StableDiffusion3Pipeline,
+    StableDiffusion3PipelineOutput,
+)
 from ddlearn.pipelines.stable_diffusion_img2img import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
@@ -14,4 +18,5 @@ from ddlearn.pipelines.stable_diffusion_img2img import (
 __all__ = ["DiffusionPipeline", "ImagePipelineOutput", "DDPMPipeline", "DDIMPipeline",
            "StableDiffusionPipeline", "StableDiffusionPipelineOutput",
            "StableDiffusionImg2ImgPipeline",
-           "StableDiffusionInpaintPipeline"]
+           "StableDiffusionInpaintPipeline", "StableDiffusion3Pipeline",
+           "StableDiffusion3PipelineOutput"]

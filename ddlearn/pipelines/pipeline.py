@@ -99,7 +99,8 @@ class DiffusionPipeline:
         if getattr(self, "_name_or_path", None):
             index["_name_or_path"] = self._name_or_path
         for name, component in self.components.items():
-            library = "transformers" if name in ("tokenizer", "text_encoder") else "diffusers"
+            library = "transformers" if name.startswith(("tokenizer", "text_encoder")) \
+                else "diffusers"
             index[name] = [None, None] if component is None else [library, type(component).__name__]
         return FrozenConfig(index)
 
