@@ -8,6 +8,8 @@ live in `ddlearn/colour_accuracy.py` and are first checked on the synthetic butt
 
     python benchmarks/colour_accuracy.py --n 32 --steps 25 --guidance 7.5 3 1
     python benchmarks/colour_accuracy.py --n 32 --steps 25 --scheduler PNDMScheduler
+    python benchmarks/colour_accuracy.py --model data/models/tiny-sd3-butterflies --steps 28 \
+        --guidance 7 3 1                                   # the tiny SD3 (chapter 07)
 
 `--scheduler` swaps the shipped scheduler (DDIM) for another one built from its config, e.g.
 Stable Diffusion 1.x's PNDM (with `skip_prk_steps=True`, as SD 1.x's scheduler_config.json).
@@ -42,7 +44,7 @@ def main():
     wing, pattern = measures_on_data()
     print(f"the measures on synthetic butterflies (truth known): wing colour {wing:.1%} right, "
           f"wing + pattern colour {pattern:.1%} right")
-    pipe = ddlearn.StableDiffusionPipeline.from_pretrained(args.model)
+    pipe = ddlearn.DiffusionPipeline.from_pretrained(args.model)  # SD or SD3, by model_index
     if args.scheduler:  # PNDM as Stable Diffusion 1.x ships it: PLMS only, no Runge-Kutta warm-up
         overrides = {"skip_prk_steps": True} if args.scheduler == "PNDMScheduler" else {}
         pipe.scheduler = getattr(ddlearn, args.scheduler).from_config(pipe.scheduler.config,

@@ -123,5 +123,5 @@ def flow_matching_loss(model, scheduler, x_0, generator, distribution="logit_nor
     timesteps = scheduler.timesteps[indices].to(x_0.device)
     sigma = scheduler.sigmas[indices].to(x_0.device, x_0.dtype).view(-1, *[1] * (x_0.ndim - 1))
     x_sigma = add_noise(x_0, noise, 1.0 - sigma, sigma)  # (1 - σ) x_0 + σ ε
-    prediction = model(x_sigma, timesteps, **model_kwargs).sample
+    prediction = model(x_sigma, timestep=timesteps, **model_kwargs).sample  # UNet or SD3
     return F.mse_loss(prediction.float(), (noise - x_0).float())

@@ -80,11 +80,12 @@ def vae_loss(vae, images, generator, kl_weight=1e-6):
             + kl_weight * posterior.kl().mean())
 
 
-def train_vae(images, args, accelerator, device):
-    """Stage 1 -> (EMA VAE with its scaling_factor set, posterior means, scaling_factor, log)."""
+def train_vae(images, args, accelerator, device, vae=None, shift=False):
+    """Stage 1 -> (EMA VAE with its scaling_factor set, posterior means, scaling_factor, log).
+    `shift`: also centre the latents with shift_factor = their mean, as SD3's VAE does."""
     seconds = lambda minutes: minutes * 60 if minutes else None
     out = Path(args.output)
-    vae = build_vae().to(device)
+    vae = (vae or build_vae()).to(device)
     start = time.perf_counter()
     result = train(vae, vae_loss, images, num_steps=args.vae_steps, batch_size=args.batch_size,
                    lr=1e-3, ema_decay=0.999, output_dir=out / "vae", save_every=1000,
@@ -99,9 +100,11 @@ def train_vae(images, args, accelerator, device):
                              for i in range(0, len(images), 512)])
         reconstruction = torch.cat([vae.decode(latents[i:i + 512]).sample
                                     for i in range(0, len(latents), 512)])
+    shift_factor = float(latents.mean()) if shift else None
     scaling_factor = float(1 / latents.std())
     log["vae_reconstruction_mse"] = F.mse_loss(reconstruction, images).item()
-    vae = AutoencoderKL.from_config(vae.config, scaling_factor=scaling_factor).to(device)
+    vae = AutoencoderKL.from_config(vae.config, scaling_factor=scaling_factor,
+                                    shift_factor=shift_factor).to(device)
     vae.load_state_dict(result["ema"].model.state_dict())
     print(f"VAE: reconstruction MSE {log['vae_reconstruction_mse']:.5f} (images in [-1, 1]), "
           f"scaling_factor {scaling_factor:.4f}")

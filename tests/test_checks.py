@@ -1,4 +1,4 @@
-"""The exercise checkers of every chapter (`ddlearn.checks.ch01` ... `ch05`), one table each.
+"""The exercise checkers of every chapter (`ddlearn.checks.ch01` ... `ch07`), one table each.
 
 Every exercise is tested the same way: each reference answer (what the notebook's solution cell
 contains) passes; each typical wrong answer fails with the hint that names its mistake; an
@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddlearn.checks import ExerciseError, ch01, ch02, ch03, ch04, ch05, tiny_unet
+from ddlearn.checks import ExerciseError, ch01, ch02, ch03, ch04, ch05, ch07, tiny_unet
 from ddlearn.pipelines.ddpm import DDIMPipeline, DDPMPipeline
 from ddlearn.schedulers.ddim import DDIMScheduler
 from ddlearn.schedulers.ddpm import DDPMScheduler
@@ -485,7 +485,100 @@ CH05 = [
 ]
 
 
-EXERCISES = CH01 + CH02 + CH03 + CH04 + CH05
+# --------------------------------------------------------------------------------------------------
+# Chapter 07: the flow-matching path, its velocity, the Euler step, patchify
+# --------------------------------------------------------------------------------------------------
+def flow_noised(x0, noise, sigma):
+    sigma = sigma.view(-1, *[1] * (x0.ndim - 1))  # (B,) -> (B, 1, 1, 1)
+    return (1 - sigma) * x0 + sigma * noise
+
+
+def flow_noised_swapped(x0, noise, sigma):
+    sigma = sigma.view(-1, 1, 1, 1)
+    return sigma * x0 + (1 - sigma) * noise
+
+
+def flow_noised_vp(x0, noise, sigma):
+    sigma = sigma.view(-1, 1, 1, 1)
+    return (1 - sigma).sqrt() * x0 + sigma.sqrt() * noise
+
+
+def flow_noised_unbroadcast(x0, noise, sigma):
+    return (1 - sigma) * x0 + sigma * noise
+
+
+def velocity_target(x0, noise):
+    return noise - x0
+
+
+def velocity_target_flipped(x0, noise):
+    return x0 - noise
+
+
+def euler_step(velocity, sigma, sigma_next, sample):
+    return sample + (sigma_next - sigma) * velocity
+
+
+def euler_step_backwards(velocity, sigma, sigma_next, sample):
+    return sample + (sigma - sigma_next) * velocity
+
+
+def euler_step_by_sigma_next(velocity, sigma, sigma_next, sample):
+    return sample + sigma_next * velocity
+
+
+def patchify(latents, p):
+    B, C, h, w = latents.shape
+    x = latents.reshape(B, C, h // p, p, w // p, p)  # split rows and columns into patches
+    x = x.permute(0, 2, 4, 3, 5, 1)  # (B, h/p, w/p, p, p, C)
+    return x.reshape(B, (h // p) * (w // p), p * p * C)
+
+
+def patchify_unfold(latents, p):  # torch's own im2col, then (row, column, channel) order
+    B, C, h, w = latents.shape
+    patches = F.unfold(latents, kernel_size=p, stride=p)  # (B, C·p·p, N)
+    return patches.view(B, C, p * p, -1).permute(0, 3, 2, 1).reshape(B, -1, p * p * C)
+
+
+def patchify_channels_first(latents, p):
+    B, C, h, w = latents.shape
+    x = latents.reshape(B, C, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, -1, C * p * p)
+
+
+def patchify_column_major(latents, p):
+    B, C, h, w = latents.shape
+    x = latents.reshape(B, C, h // p, p, w // p, p).permute(0, 4, 2, 3, 5, 1)
+    return x.reshape(B, -1, p * p * C)
+
+
+def patchify_no_grouping(latents, p):
+    B, C, h, w = latents.shape
+    return latents.permute(0, 2, 3, 1).reshape(B, -1, p * p * C)
+
+
+CH07 = [
+    Exercise(ch07.check_flow_noised, (flow_noised,), {
+        flow_noised_swapped: "swapped the weights",
+        flow_noised_vp: "variance-preserving",
+        flow_noised_unbroadcast: "view it as (B, 1, 1, 1)",
+    }),
+    Exercise(ch07.check_velocity_target, (velocity_target,), {
+        velocity_target_flipped: "sign is flipped",
+    }),
+    Exercise(ch07.check_euler_step, (euler_step,), {
+        euler_step_backwards: "wrong way",
+        euler_step_by_sigma_next: "*change* in σ",
+    }),
+    Exercise(ch07.check_patchify, (patchify, patchify_unfold), {
+        patchify_channels_first: "channel first",
+        patchify_column_major: "column by column",
+        patchify_no_grouping: "without grouping",
+    }),
+]
+
+
+EXERCISES = CH01 + CH02 + CH03 + CH04 + CH05 + CH07
 
 
 def named(exercise: Exercise, *rest) -> str:

@@ -54,3 +54,34 @@ def test_tiny_sd_draws_the_prompts_colour_at_the_default_guidance():
     images = pipe([f"a {colour} butterfly" for colour in HUE_COLOURS], num_inference_steps=25,
                   generator=torch.Generator().manual_seed(0)).images
     assert [dominant_colour(image) for image in images] == list(HUE_COLOURS)
+
+
+def test_tiny_sd3_is_in_the_sd3_layout_and_gives_diffusers_images():
+    """Chapter 07's model: SD3's folder (two CLIPs with projection, no T5, an 8x VAE with 16
+    latent channels and a shift, the MMDiT, flow-matching Euler), loaded by diffusers' own
+    StableDiffusion3Pipeline, the same images for the same seed at the pipeline's defaults."""
+    import diffusers
+
+    folder = shipped_model("tiny-sd3-butterflies")
+    assert folder_megabytes(folder) <= 20
+    ours = ddlearn.StableDiffusion3Pipeline.from_pretrained(folder)
+    assert ours.vae_scale_factor == 8 and ours.vae.config.latent_channels == 16
+    assert ours.vae.config.shift_factor is not None and ours.text_encoder_3 is None
+    theirs = diffusers.StableDiffusion3Pipeline.from_pretrained(folder, text_encoder_3=None,
+                                                                tokenizer_3=None)
+    call = dict(prompt=["a red butterfly", "a blue butterfly with yellow spots"],
+                num_inference_steps=6)
+    a, b = generate(ours, **call), generate(theirs, **call)
+    assert a.shape == (2, 32, 32, 3)  # height // 8 = 4 x 4 latents
+    assert np.abs(a - b).max() <= 2e-3
+
+
+def test_tiny_sd3_draws_the_prompts_colour_at_the_pipelines_defaults():
+    """28 flow-matching Euler steps, guidance 7, as a learner pasting SD3 code gets them."""
+    pipe = ddlearn.StableDiffusion3Pipeline.from_pretrained(shipped_model("tiny-sd3-butterflies"))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe([f"a {colour} butterfly" for colour in HUE_COLOURS] * 2,
+                  generator=torch.Generator().manual_seed(0)).images
+    right = sum(dominant_colour(image) == colour
+                for image, colour in zip(images, list(HUE_COLOURS) * 2))
+    assert right >= 11, f"only {right} of 12 images have the prompt's wing colour"

@@ -10,6 +10,8 @@ and the network a perfect training would give is ε*(x_t, t) = E[ε | x_t] = -�
 Under flow matching's path x_σ = (1 - σ) x_0 + σ ε the marginals are mixtures too, and the exact
 velocity u*(x, σ) = E[ε - x_0 | x_σ] = -(x + σ ∇log p_σ(x)) / (1 - σ) has a closed form
 (`velocity`). No counterpart in diffusers: it is the test bench for `ddlearn.schedulers`.
+`ToyDenoiser` is a small network for the same points, trained in chapter 07 both ways (DDPM's ε,
+flow matching's velocity) to compare the two objectives at one budget.
 
 | code           | paper  | meaning                                                           |
 |----------------|--------|-------------------------------------------------------------------|
@@ -24,9 +26,12 @@ distance.
 """
 
 import math
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
+from torch import nn
+
+from ddlearn.models.embeddings import Timesteps, timestep_batch
 
 
 class GaussianMixture2D:
@@ -164,3 +169,26 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_proj: int = 64, seed:
         q = (torch.arange(min(len(pa), len(pb)), dtype=torch.float64) + 0.5) / min(len(pa), len(pb))
         pa, pb = torch.quantile(pa, q, dim=0), torch.quantile(pb, q, dim=0)
     return float((pa - pb).abs().mean())
+
+
+class ToyDenoiserOutput(NamedTuple):
+    sample: torch.Tensor  # (B, 2): the prediction (ε, v or x_0, as it was trained)
+
+
+class ToyDenoiser(nn.Module):
+    """An MLP on 2-D points: [x_t, sinusoids(t)] -> (B, 2). Called like a UNet (`model(x, t)
+    .sample`), so `diffusion_loss`, `flow_matching_loss` and every scheduler take it as they take
+    a UNet. t is a DDPM timestep in [0, 1000) or a flow-matching σ · 1000: one scale for both."""
+
+    def __init__(self, hidden: int = 128, num_layers: int = 3, time_channels: int = 32):
+        super().__init__()
+        self.time_proj = Timesteps(time_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+        widths = [2 + time_channels] + [hidden] * num_layers
+        layers = []
+        for d_in, d_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.SiLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden, 2))
+
+    def forward(self, sample: torch.Tensor, timestep) -> ToyDenoiserOutput:
+        t = self.time_proj(timestep_batch(timestep, sample)).to(sample.dtype)  # (B, channels)
+        return ToyDenoiserOutput(self.net(torch.cat([sample, t], dim=1)))

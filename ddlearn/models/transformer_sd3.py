@@ -39,6 +39,24 @@ from ddlearn.models.modeling import ModelMixin
 from ddlearn.options import refuse
 
 
+def patchify(z: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, C, h, w) -> (B, N, p·p·C): token i·(w/p) + j is the p x p patch at rows i·p.., columns
+    j·p.., its values in (row, column, channel) order. `PatchEmbed`'s stride-p convolution is a
+    Linear layer on these tokens (chapter 07 shows it); `unpatchify` undoes it."""
+    B, C, h, w = z.shape
+    z = z.reshape(B, C, h // p, p, w // p, p)
+    z = torch.einsum("nchpwq->nhwpqc", z)  # (B, C, h/p, p, w/p, p) -> (B, h/p, w/p, p, p, C)
+    return z.reshape(B, (h // p) * (w // p), p * p * C)
+
+
+def unpatchify(tokens: torch.Tensor, p: int, h: int, w: int) -> torch.Tensor:
+    """(B, N, p·p·C) -> (B, C, h, w), the inverse of `patchify` (DiT's final rearrangement)."""
+    B, N, D = tokens.shape
+    x = tokens.reshape(B, h // p, w // p, p, p, D // (p * p))
+    x = torch.einsum("nhwpqc->nchpwq", x)  # (B, h/p, w/p, p, p, C) -> (B, C, h/p, p, w/p, p)
+    return x.reshape(B, D // (p * p), h, w)
+
+
 class Transformer2DModelOutput(NamedTuple):
     sample: torch.Tensor  # (B, out_channels, h, w): the predicted velocity
 
@@ -88,7 +106,7 @@ class SD3Transformer2DModel(ModelMixin):
                joint_attention_kwargs=joint_attention_kwargs)
         z = hidden_states
         self._check_inputs(z, encoder_hidden_states, pooled_projections, timestep)
-        p, (B, _, h, w) = self.config.patch_size, z.shape
+        p, (h, w) = self.config.patch_size, z.shape[-2:]
         # 1. tokens and conditioning
         x = self.pos_embed(z)  # (B, N, D)
         y = self.time_text_embed(timestep_batch(timestep, z), pooled_projections)  # (B, D)
@@ -97,11 +115,8 @@ class SD3Transformer2DModel(ModelMixin):
         for i, block in enumerate(self.transformer_blocks):
             if skip_layers is None or i not in skip_layers:
                 c, x = block(x, c, y)
-        # 3. head and unpatchify: token (i, j) is the patch at rows i·p.., columns j·p..
-        x = self.proj_out(self.norm_out(x, y))  # (B, N, p·p·C)
-        x = x.reshape(B, h // p, w // p, p, p, self.out_channels)
-        x = torch.einsum("nhwpqc->nchpwq", x)  # (B, h/p, w/p, p, p, C) -> (B, C, h/p, p, w/p, p)
-        sample = x.reshape(B, self.out_channels, h, w)
+        # 3. head: adaLN, each token to a p x p x C patch, patches back in place
+        sample = unpatchify(self.proj_out(self.norm_out(x, y)), p, h, w)  # (B, C_out, h, w)
         return Transformer2DModelOutput(sample) if return_dict else (sample,)
 
     def _check_inputs(self, z, text, pooled, timestep):

@@ -8,7 +8,8 @@ No diffusers class matches it one to one: it bundles what `VaeImageProcessor` an
 Diffusion pipelines do around `AutoencoderKL`:
     [0, 255] PIL  <->  [0, 1] tensor  <->  [-1, 1] VAE input  <->  z  <->  z * scaling_factor
 The last step makes the latents roughly unit variance, the scale the diffusion schedule assumes
-(Rombach et al. 2022, Appendix G). Runs without gradients: to backpropagate through the VAE, call
+(Rombach et al. 2022, Appendix G); SD3's VAE also centres them, (z - shift_factor) *
+scaling_factor, as its pipeline does. Runs without gradients: to backpropagate through the VAE, call
 `vae.encode` / `vae.decode` yourself.
 """
 
@@ -32,6 +33,10 @@ class VAEWrapper:
     def scaling_factor(self) -> float:
         return self.vae.config.scaling_factor
 
+    @property
+    def shift_factor(self) -> float:
+        return self.vae.config.shift_factor or 0.0  # None (SD 1.x / 2.x): no shift
+
     @torch.no_grad()
     def encode(self, images: ImageInput, generator: Optional[torch.Generator] = None):
         """Images -> scaled latents: the posterior mean, or a sample when a generator is given.
@@ -43,7 +48,7 @@ class VAEWrapper:
         x = x.to(device=self.vae.device, dtype=self.vae.dtype) * 2 - 1  # [0, 1] -> [-1, 1]
         posterior = self.vae.encode(x).latent_dist
         z = posterior.mode() if generator is None else posterior.sample(generator)
-        return z * self.scaling_factor
+        return (z - self.shift_factor) * self.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, output_type: str = "pil"):
@@ -53,7 +58,8 @@ class VAEWrapper:
             raise ValueError(f"output_type should be 'pil', 'pt' or 'np', got {output_type!r}")
         if latents.ndim == 3:
             latents = latents[None]
-        z = latents.to(device=self.vae.device, dtype=self.vae.dtype) / self.scaling_factor
+        z = latents.to(device=self.vae.device, dtype=self.vae.dtype) / self.scaling_factor \
+            + self.shift_factor
         x = self.vae.decode(z).sample
         x = denormalize(x).float().cpu()  # [-1, 1] -> [0, 1]
         if output_type == "pt":
