@@ -120,7 +120,8 @@ def main(argv=None):
     model = TextToImage3(build_text_encoder(len(tokenizer), 64, 3),
                          build_text_encoder(len(tokenizer), 32, 2), build_transformer()).to(device)
     # the pipeline's own text embedding (both CLIPs, zero T5 tokens), with gradients
-    pipe = StableDiffusion3Pipeline(model.transformer, scheduler, vae, model.text_encoder, tokenizer,
+    pipe = StableDiffusion3Pipeline(model.transformer, scheduler, vae, model.text_encoder,
+                                    tokenizer,
                                     model.text_encoder_2, tokenizer)
     dataset = [{"latents": latents[i], "caption": i} for i in range(len(latents))]
     print(f"text encoders {model.text_encoder.num_parameters() / 1e6:.2f} M + "
@@ -129,7 +130,7 @@ def main(argv=None):
 
     def text2img_loss(model, batch, generator):
         drop = torch.rand(len(batch["caption"]), generator=generator) < 0.1  # 10%: unconditional
-        texts = ["" if d else captions[int(i)] for d, i in zip(drop, batch["caption"])]
+        texts = ["" if d else captions[int(i)] for d, i in zip(drop, batch["caption"], strict=True)]
         c, y = pipe.embed_text(texts, texts, clip_skip=None, max_sequence_length=256)
         return flow_matching_loss(model.transformer, scheduler, batch["latents"], generator,
                                   encoder_hidden_states=c, pooled_projections=y)
@@ -150,7 +151,8 @@ def main(argv=None):
               f"to go on")
     if args.export:
         trained = result["ema"].model.cpu()
-        pipe = StableDiffusion3Pipeline(trained.transformer, scheduler, vae.cpu(), trained.text_encoder,
+        pipe = StableDiffusion3Pipeline(trained.transformer, scheduler, vae.cpu(),
+                                        trained.text_encoder,
                                         tokenizer, trained.text_encoder_2, tokenizer)
         pipe.save_pretrained(args.export)
         for folder in ("tokenizer", "tokenizer_2"):  # newer transformers save only tokenizer.json

@@ -83,5 +83,5 @@ def test_tiny_sd3_draws_the_prompts_colour_at_the_pipelines_defaults():
     images = pipe([f"a {colour} butterfly" for colour in HUE_COLOURS] * 2,
                   generator=torch.Generator().manual_seed(0)).images
     right = sum(dominant_colour(image) == colour
-                for image, colour in zip(images, list(HUE_COLOURS) * 2))
+                for image, colour in zip(images, list(HUE_COLOURS) * 2, strict=True))
     assert right >= 11, f"only {right} of 12 images have the prompt's wing colour"

@@ -185,7 +185,7 @@ class ToyDenoiser(nn.Module):
         self.time_proj = Timesteps(time_channels, flip_sin_to_cos=True, downscale_freq_shift=0)
         widths = [2 + time_channels] + [hidden] * num_layers
         layers = []
-        for d_in, d_out in zip(widths[:-1], widths[1:]):
+        for d_in, d_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Linear(d_in, d_out), nn.SiLU()]
         self.net = nn.Sequential(*layers, nn.Linear(hidden, 2))
 
