@@ -213,8 +213,9 @@ class TinyVelocityNet(torch.nn.Module):
         self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
         self.scale = torch.nn.Parameter(torch.tensor(0.5))
 
-    def forward(self, x, t):
-        return type("Out", (), {"sample": self.conv(x) + self.scale * t.view(-1, 1, 1, 1) / 1000})
+    def forward(self, x, timestep):  # diffusers' name: flow_matching_loss passes it by keyword
+        t = timestep.view(-1, 1, 1, 1)
+        return type("Out", (), {"sample": self.conv(x) + self.scale * t / 1000})
 
 
 @pytest.mark.parametrize("shift, distribution", [(1.0, "logit_normal"), (3.0, "logit_normal"),
