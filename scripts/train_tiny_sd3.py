@@ -106,12 +106,13 @@ def main(argv=None):
     finished_vae = out / "vae-final"
     if finished_vae.is_dir():
         vae, log = AutoencoderKL.from_pretrained(finished_vae).to(device), {}
+        with torch.no_grad():  # the posterior means z, as train_vae returns them
+            latents = torch.cat([vae.encode(images[i:i + 512]).latent_dist.mode()
+                                 for i in range(0, len(images), 512)])
     else:
-        vae, _, _, log = train_vae(images, args, None, device, vae=build_vae(), shift=True)
+        vae, latents, _, log = train_vae(images, args, None, device, vae=build_vae(), shift=True)
         vae.save_pretrained(finished_vae)
-    with torch.no_grad():  # what the transformer sees: (z - shift) * scale, z the posterior mean
-        latents = torch.cat([vae.encode(images[i:i + 512]).latent_dist.mode()
-                             for i in range(0, len(images), 512)])
+    # what the transformer sees: (z - shift) * scale
     latents = (latents - vae.config.shift_factor) * vae.config.scaling_factor
 
     # ---- stage 2: two CLIPs + the transformer, flow matching -------------------------------
