@@ -19,12 +19,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ddlearn.data.butterflies import ButterflyDataset
 from ddlearn.files import atomic_write_text
 from ddlearn.models.weights import save_weights
 from ddlearn.sample_quality import ButterflyClassifier, real_butterflies, resize
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import render_butterflies  # noqa: E402
 
 
 def degrade(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -40,18 +38,17 @@ def degrade(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x
 
 
-def labels_of(n: int, seed: int, split_offset: int = 0) -> torch.Tensor:
-    from ddlearn.data.butterflies import make_butterfly
-
-    return torch.tensor([make_butterfly(seed * 1_000_000 + split_offset + i, 8)[1]["label"]
-                         for i in range(n)])
+def rendered(n: int, size: int, split: str) -> tuple:
+    """n butterflies of a split as (images (n, 3, size, size) in [-1, 1], labels (n,))."""
+    dataset = ButterflyDataset(n, size, split=split)
+    items = [dataset[i] for i in range(n)]
+    return (torch.stack([it["images"] for it in items]),
+            torch.tensor([it["label"] for it in items]))
 
 
 @torch.no_grad()
 def test_accuracy(model, n: int = 2000) -> dict:
-    from ddlearn.data.butterflies.datasets import SPLIT_OFFSETS
-
-    labels = labels_of(n, 0, SPLIT_OFFSETS["test"])
+    labels = rendered(n, 8, "test")[1]
     model.eval()
     result = {size: (model(resize(real_butterflies(n, size))).argmax(-1) == labels)
               .float().mean().item() for size in (32, 24, 16)}
@@ -69,8 +66,7 @@ def main():
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    images, _ = render_butterflies(args.images, 32, seed=0, workers=2)
-    labels = labels_of(args.images, 0)
+    images, labels = rendered(args.images, 32, "train")
     model = ButterflyClassifier()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=args.steps)
