@@ -32,17 +32,39 @@ def to_pil_list(images) -> list:
     return numpy_to_pil(array if array.dtype == np.uint8 else np.clip(array, 0, 1))
 
 
-def make_grid(images, nrow: int = None, size: int = None, padding: int = 2) -> Image.Image:
-    """Images side by side, `nrow` per row (default: a near-square grid), each resized to `size`."""
+def make_grid(images, nrow: int = None, size: int = None, padding: int = 2, row_labels=None,
+              col_labels=None, font_size: int = 12) -> Image.Image:
+    """Images side by side, `nrow` per row (default: a near-square grid), each resized to `size`.
+
+    `row_labels` (one per row) are written left of the rows and `col_labels` (one per column)
+    above the columns, inside the picture, so a saved or shared figure still says what it shows.
+    """
     images = to_pil_list(images)
     nrow = nrow or math.ceil(math.sqrt(len(images)))
     w, h = (size, size) if size else images[0].size
     rows = math.ceil(len(images) / nrow)
-    grid = Image.new("RGB", (nrow * w + (nrow + 1) * padding, rows * h + (rows + 1) * padding),
-                     "white")
+    for labels, n, what in ((row_labels, rows, "rows"), (col_labels, nrow, "columns")):
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"make_grid: {len(labels)} labels for {n} {what}; give one per "
+                             f"{what[:-1]} ({len(images)} images, nrow={nrow})")
+    font = _font(font_size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left = math.ceil(max(measure.textlength(str(t), font=font) for t in row_labels)) + 2 * padding \
+        if row_labels else 0
+    top = font_size + 2 * padding if col_labels else 0
+    grid = Image.new("RGB", (left + nrow * w + (nrow + 1) * padding,
+                             top + rows * h + (rows + 1) * padding), "white")
     for i, im in enumerate(images):
-        x, y = padding + (i % nrow) * (w + padding), padding + (i // nrow) * (h + padding)
+        x = left + padding + (i % nrow) * (w + padding)
+        y = top + padding + (i // nrow) * (h + padding)
         grid.paste(im.convert("RGB").resize((w, h), Image.NEAREST), (x, y))
+    draw = ImageDraw.Draw(grid)
+    for r, label in enumerate(row_labels or []):
+        y = top + padding + r * (h + padding) + (h - font_size) / 2
+        draw.text((padding, y), str(label), fill="black", font=font)
+    for c, label in enumerate(col_labels or []):
+        x = left + padding + c * (w + padding) + (w - measure.textlength(str(label), font=font)) / 2
+        draw.text((x, padding), str(label), fill="black", font=font)
     return grid
 
 
