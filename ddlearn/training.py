@@ -14,6 +14,7 @@ examples/unconditional_image_generation/train_unconditional.py (AdamW, EMA, chec
 
 import copy
 import json
+import math
 import time
 from pathlib import Path
 
@@ -58,16 +59,35 @@ def batch_indices(num_items, batch_size, step, seed) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------
 def train(model, loss_fn, dataset, *, num_steps, batch_size=32, lr=1e-3, weight_decay=0.0,
           ema_decay=None, output_dir=None, save_every=None, seed=0, max_grad_norm=1.0,
-          warmup_steps=0, accelerator=None, progress=True, max_seconds=None):
+          warmup_steps=0, lr_schedule="constant", accelerator=None, progress=True,
+          max_seconds=None):
     """Minimise `loss_fn(model, batch, generator)` over batches of `dataset` (indexable, or a
     tensor).
+
+    The learning rate rises linearly over `warmup_steps`, then stays ("constant") or follows a
+    half cosine to 0 ("cosine") over the run: over `num_steps`, or over `max_seconds` of wall
+    time when that comes first, so a time-budgeted run ends at lr 0 whatever its speed.
 
     Returns {"losses": [...], "model": model, "ema": EMA or None}. With `output_dir`, a checkpoint
     is written every `save_every` steps and at the end, and a rerun resumes from the latest one.
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    warmup = lambda s: min(1.0, (s + 1) / max(warmup_steps, 1))  # linear warm-up, then constant
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup)
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}: 'constant' or 'cosine'")
+    start = time.monotonic()
+
+    def lr_factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if lr_schedule == "constant":
+            return 1.0
+        # the share of the run behind us, after the warm-up: in steps, or in seconds
+        done = (step - warmup_steps) / max(num_steps - warmup_steps, 1)
+        if max_seconds is not None:
+            done = max(done, (time.monotonic() - start) / max_seconds)
+        return 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     ema = EMA(model, ema_decay) if ema_decay else None
     state = {"step": 0, "losses": []}
     if output_dir is not None and latest_checkpoint(output_dir) is not None:
@@ -77,7 +97,7 @@ def train(model, loss_fn, dataset, *, num_steps, batch_size=32, lr=1e-3, weight_
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
 
     model.train()
-    start = time.monotonic()
+    start = time.monotonic()  # again: loading the checkpoint is not training time
     bar = tqdm(range(state["step"], num_steps), initial=state["step"], total=num_steps,
                disable=not progress or rank != 0)
     for step in bar:

@@ -64,6 +64,44 @@ def test_training_reduces_the_loss(tmp_path):
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5
 
 
+def learning_rates(monkeypatch, **train_kwargs):
+    """The learning rate of every optimizer step of a short run of the tiny model."""
+    lrs, step = [], torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    data = torch.rand(8, 3, 8, 8) * 2 - 1
+    train(TinyDenoiser(), lambda m, b, g: diffusion_loss(m, scheduler, b, g), data, batch_size=4,
+          lr=1e-2, progress=False, **train_kwargs)
+    return lrs
+
+
+def test_cosine_lr_warms_up_then_falls_to_zero_over_the_steps(monkeypatch):
+    lrs = learning_rates(monkeypatch, num_steps=24, warmup_steps=4, lr_schedule="cosine")
+    assert lrs[:5] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2])
+    after_warmup = lrs[4:]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:], strict=False))
+    assert lrs[14] == pytest.approx(0.5 * 1e-2)  # halfway through the 20 steps after warm-up
+    assert lrs[-1] < 1e-4
+
+
+def test_cosine_lr_follows_the_clock_when_the_time_budget_ends_first(monkeypatch):
+    lrs = learning_rates(monkeypatch, num_steps=10**7, max_seconds=0.5, lr_schedule="cosine")
+    assert len(lrs) > 20 and lrs[0] == pytest.approx(1e-2)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lrs[-1] < 0.05 * 1e-2  # the run ends at (nearly) lr 0, whatever its speed
+
+
+def test_constant_lr_is_the_default_and_unknown_schedules_are_refused(monkeypatch):
+    assert set(learning_rates(monkeypatch, num_steps=6)) == {1e-2}
+    with pytest.raises(ValueError, match="'constant' or 'cosine'"):
+        learning_rates(monkeypatch, num_steps=2, lr_schedule="linear")
+
+
 def test_ema_moves_towards_the_model_with_warmup():
     model = torch.nn.Linear(2, 2)
     ema = EMA(model, decay=0.99)
