@@ -41,6 +41,37 @@ def test_tiny_sd_loads_offline_and_generates_the_same_images_in_diffusers():
     assert np.abs(a - b).max() <= 2e-3
 
 
+def test_ch04_cpu_butterflies_is_the_32px_run_and_generates_the_same_images_in_diffusers():
+    """Chapter 04's 5-minute CPU checkpoint: the chosen 32 px config, small, and what ddlearn draws
+    from it diffusers draws too."""
+    import diffusers
+
+    folder = shipped_model("ch04-cpu-butterflies")
+    assert folder_megabytes(folder) <= 2
+    ours = ddlearn.DDIMPipeline.from_pretrained(folder)
+    assert ours.unet.config.sample_size == 32
+    assert tuple(ours.unet.config.block_out_channels) == (16, 32, 64)
+    assert ours.scheduler.config.prediction_type == "epsilon"
+    theirs = diffusers.DDIMPipeline.from_pretrained(folder)
+    a, b = (generate(pipe, batch_size=2, num_inference_steps=10) for pipe in (ours, theirs))
+    assert a.shape == (2, 32, 32, 3) and np.abs(a - b).max() <= 1e-4
+
+
+def test_ch04_cpu_butterflies_scores_near_the_gpu_ddpm():
+    """Its KID on 100 DDIM-25 samples sits well below blurred blobs (766 on 200 samples) and the
+    previous 16 px checkpoint (2,016), far from noise, with most classes covered
+    (benchmarks/ch04_cpu_configs.md: 653 on 200 samples, 699 on these 100)."""
+    from ddlearn.sample_quality import butterfly_quality
+
+    pipe = ddlearn.DDIMPipeline.from_pretrained(shipped_model("ch04-cpu-butterflies"))
+    pipe.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        images = pipe(batch_size=100, num_inference_steps=25, output_type="pt",
+                      generator=torch.Generator().manual_seed(0)).images
+    score = butterfly_quality(images * 2 - 1)
+    assert score["kid"] < 0.9 and score["coverage"] >= 0.4, score
+
+
 def test_shipped_model_names_a_missing_one():
     with pytest.raises(FileNotFoundError, match="no shipped model 'nope'.*ddpm-butterflies-32"):
         shipped_model("nope")
