@@ -47,8 +47,9 @@ def make_grid(images, nrow: int = None, size: int = None, padding: int = 2, row_
         if labels is not None and len(labels) != n:
             raise ValueError(f"make_grid: {len(labels)} labels for {n} {what}; give one per "
                              f"{what[:-1]} ({len(images)} images, nrow={nrow})")
-    font = _font(font_size)
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    labelled = bool(row_labels or col_labels)
+    font = _font(font_size) if labelled else None  # no font work for a plain grid
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))) if labelled else None
     left = math.ceil(max(measure.textlength(str(t), font=font) for t in row_labels)) + 2 * padding \
         if row_labels else 0
     top = font_size + 2 * padding if col_labels else 0
