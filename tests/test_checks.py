@@ -293,8 +293,9 @@ def logit_normal(batch_size, num_train_timesteps, generator):
 
 
 def logit_normal_other_rng(batch_size, num_train_timesteps, generator):
-    """Correct, but draws through torch.distributions: other numbers, same distribution."""
-    n = torch.distributions.Normal(0.0, 1.0).sample((batch_size,))
+    """Correct, but draws n = Φ⁻¹(u) from uniforms: other numbers, same distribution."""
+    u = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+    n = 2 ** 0.5 * torch.erfinv(2 * u - 1)
     return (torch.sigmoid(n) * (num_train_timesteps - 1)).round().long()
 
 
