@@ -158,3 +158,35 @@ def test_student_edition_runs_all_cells_outside_the_grader(tmp_path):
     assert stderr.count("❌") == 2 and "reference answer instead" in stderr
     assert "the last cell ran" in "".join(o.get("text", "") for o in outputs)
     assert "torch.Size([2, 3, 4, 4])" in "".join(o.get("text", "") for o in outputs)
+
+
+def test_the_sandbox_refuses_writes_and_processes_but_not_reads(tmp_path):
+    """`confine` in a fresh interpreter: what a notebook may and may not do under the grader."""
+    import subprocess
+    import sys
+
+    folder, results = tmp_path / "work", tmp_path / "results.jsonl"
+    folder.mkdir()
+    script = f"""
+import ctypes.util, os, subprocess
+from ddlearn.grade.sandbox import confine
+confine({str(folder)!r}, {str(results)!r})
+open({str(folder / 'ok.txt')!r}, 'w').write('inside is fine')
+open('/etc/hostname').read()  # reading is fine
+ctypes.util.find_library('m')  # runs ldconfig: a read-only probe
+for attempt in (lambda: open({str(tmp_path / 'outside.txt')!r}, 'w'),
+                lambda: os.remove({str(results)!r} + '.x'),
+                lambda: subprocess.run(['touch', {str(tmp_path / 'spawned')!r}]),
+                lambda: os.system('true')):
+    try:
+        attempt()
+        print('allowed')
+    except PermissionError as error:
+        print('refused:', error)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("refused: grading:") == 4 and "allowed" not in out.stdout.split("\n")
+    assert (folder / "ok.txt").exists() and not (tmp_path / "outside.txt").exists()
+    assert not (tmp_path / "spawned").exists()
+    assert results.read_text().count("violation") == 4

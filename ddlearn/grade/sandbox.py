@@ -8,7 +8,8 @@ whole notebook runs past its limit, so nothing a submission does can stop the ot
 Inside the kernel, `confine(folder, results)` (the first cell the grader adds) installs a Python
 audit hook (PEP 578) that refuses, with a `PermissionError` naming the path:
 - opening a file for writing, creating, renaming or deleting anything outside FOLDER;
-- starting processes (`subprocess`, `os.system`, `!pip`): grading runs offline on what is installed.
+- starting processes (`subprocess`, `os.system`, `!pip`): grading runs offline on what is installed
+  (the standard library's read-only probes, `ldconfig` and `uname`, may run).
 Each refusal is also written to RESULTS, so the grade report can say what the notebook tried. An
 audit hook cannot be removed once installed. It guards against mistakes, not against a student
 who sets out to fool the grader in the same process: see the instructors' page.
@@ -27,6 +28,8 @@ PATH_EVENTS = {"os.remove": 1, "os.rename": 2, "os.rmdir": 1, "os.mkdir": 1, "os
                "os.symlink": 2, "os.link": 2, "os.chmod": 1, "shutil.rmtree": 1}
 SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
                 "os.fork", "pty.spawn")
+#: read-only system probes the standard library runs (ctypes.util.find_library, platform)
+PROBES = ("ldconfig", "uname")
 
 
 def confine(folder, results):
@@ -57,7 +60,9 @@ def confine(folder, results):
                     refuse(f"changing files outside the notebook's folder ({event} "
                            f"{os.fsdecode(path)})")
         elif event.startswith(SPAWN_EVENTS):
-            refuse(f"starting a process ({event})")
+            program = os.path.basename(os.fsdecode(args[0])) if args and args[0] else ""
+            if not (event == "subprocess.Popen" and program in PROBES):
+                refuse(f"starting a process ({event} {program})".replace(" )", ")"))
 
     sys.addaudithook(hook)
 

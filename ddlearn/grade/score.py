@@ -25,7 +25,6 @@ from pathlib import Path
 from ddlearn.grade.editions import exercise_of, exercises, source, tags
 
 SETUP = """\
-import matplotlib.pyplot, torch  # imported before the sandbox closes: torch runs ldconfig
 import ddlearn.grade.sandbox as _sandbox
 _sandbox.confine({folder!r}, {results!r})"""
 BEGIN = "import ddlearn.checks.runner as _runner\n_runner.EXERCISE = {exercise!r}"
