@@ -11,7 +11,7 @@ What this file does besides configuring Sphinx:
 - copies `chapters/*.ipynb` into `docs/chapters/` (generated, gitignored), rewriting links to the
   package source on GitHub (`{REPO}/blob/main/ddlearn/<path>.py`) into links to the site's own
   highlighted source page (`../_modules/ddlearn/<path>.html`), the badge image to a local one,
-  and folding each exercise's `solution` cell;
+  and folding each exercise's `solution` cell, and leaving out the grader's hidden tests;
 - reads docstrings as Markdown (MyST): ddlearn's docstrings use pipe tables, backticks and
   indented code, as a learner reads them in the source;
 - gives every module of ddlearn a source page, not only those with documented classes.
@@ -32,6 +32,8 @@ from myst_parser.parsers.sphinx_ import MystParser
 from sphinx.ext import autosummary
 from sphinx.pycode import ModuleAnalyzer
 from sphinx.util.docutils import SphinxDirective
+
+from ddlearn.grade.editions import HIDDEN
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -80,6 +82,8 @@ def copy_chapters(source: Path, target: Path) -> None:
             tags = cell.get("metadata", {}).get("tags", [])
             if "solution" in tags:  # a reader tries the exercise first, then opens the solution
                 tags.append("hide-input")
+            if "check" in tags:  # the grader's hidden tests are not for the reader
+                cell["source"] = HIDDEN.sub("", "".join(cell["source"]))
         text = json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
         if not (target / name).exists() or (target / name).read_text(encoding="utf-8") != text:
             (target / name).write_text(text, encoding="utf-8")

@@ -169,7 +169,7 @@ def test_usual_mistake_gets_its_own_hint(check, wrong, words):
 
 def test_trailing_mistakes_with_equal_numbers_share_a_message_true_of_each():
     """For 3 of 1000 steps, rounding up and rounding the step first give the same numbers."""
-    messages = list(ch02._timestep_mistakes(3, 1000, "trailing"))
+    messages = list(ch02.timesteps._timestep_mistakes(3, 1000, "trailing"))
     shared = [m for m in messages if "more than one mistake" in m]
     assert len(shared) == 1 and "np.ceil" in shared[0] and "step size" in shared[0]
     assert len(messages) == 3  # off by one, floor, and the shared one

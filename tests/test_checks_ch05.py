@@ -87,7 +87,7 @@ def test_calling_ddlearns_implementation_is_forbidden(check, cheat):
 
 
 def test_references_equal_the_solutions():
-    vae, images = ch05._vae(), ch05._butterflies([1, 2])
+    vae, images = ch05.latents._vae(), ch05.latents._butterflies([1, 2])
     with torch.no_grad():
         latents = encode_latents(vae, images)
         torch.testing.assert_close(ch05.reference_encode_latents(vae, images), latents)
@@ -244,14 +244,15 @@ def test_probes_tell_every_two_recipes_apart():
         for make, n, strength in ch05.PROBES:
             scheduler = make()
             scheduler.set_timesteps(n)
-            recipes = ch05._wrong_recipes(scheduler, n, strength)
+            recipes = ch05.img2img_timesteps._wrong_recipes(scheduler, n, strength)
             results.append(recipes[hint] if hint else scheduler.timesteps[
                 (n - int(n * strength)) * scheduler.order:])
         return results
 
     scheduler = ch05.DDIM()
     scheduler.set_timesteps(10)
-    hints = [None, *ch05._wrong_recipes(scheduler, 10, 0.5)]
+    hints = [None, *ch05.img2img_timesteps._wrong_recipes(scheduler, 10, 0.5)]
     for i, a in enumerate(hints):
         for b in hints[i + 1:]:
-            assert not all(ch05._matches(x, y) for x, y in zip(outputs(a), outputs(b), strict=True))
+            assert not all(ch05.common.matches(x, y)
+                           for x, y in zip(outputs(a), outputs(b), strict=True))

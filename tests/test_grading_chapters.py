@@ -97,3 +97,18 @@ def test_student_folder_is_the_current_student_edition():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_student_edition.py"),
                              "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name[:2])
+def test_student_files_hold_no_solution_and_no_hidden_test(chapter):
+    text = (ROOT / "student" / chapter.name).read_text(encoding="utf-8")
+    assert "BEGIN HIDDEN TESTS" not in text and "hidden=True" not in text
+    assert f"blob/main/student/{chapter.name}" in text
+    assert f"blob/main/chapters/{chapter.name}" not in text
+    cells = load(ROOT / "student" / chapter.name)["cells"]
+    student = "\n".join("".join(c["source"]) for c in cells)
+    for cell in load(chapter)["cells"]:
+        if "solution" in tags(cell):
+            code = "".join(cell["source"])
+            body = code[code.index("\n", code.index("def ")) + 1:]  # after the def line
+            assert body.strip() and body not in student, body

@@ -1,6 +1,7 @@
 """Exercise checkers: compare a learner's function with the reference and say what is off.
 
-Each chapter has a module (`ddlearn.checks.ch03`, ...) whose `check_*` functions call `compare`:
+Each chapter has a package (`ddlearn.checks.ch03`, ...), one file per exercise, whose `check_*`
+functions call `compare`:
 
     from ddlearn.checks import ch03
     ch03.check_add_noise(my_add_noise)   # prints "✅ ..." or raises ExerciseError with a hint
@@ -71,3 +72,10 @@ def compare_with_mistakes(name: str, yours, expected, mistakes: dict, hint: str 
             if ok(yours, wrong):
                 raise ExerciseError(f"{name}: {mistake}")
     compare(name, yours, expected, hint)
+
+
+def check_dtype(name: str, yours, dtype):
+    """Raise ExerciseError if `yours` is a tensor of another dtype than the inputs' `dtype`."""
+    if torch.is_tensor(yours) and yours.dtype != dtype:
+        raise ExerciseError(f"{name}: the inputs are {dtype} but your result is {yours.dtype}: "
+                            f"compute in the inputs' dtype (no .float(), no new torch.tensor).")

@@ -9,7 +9,8 @@ Inside the kernel, `confine(folder, results)` (the first cell the grader adds) i
 audit hook (PEP 578) that refuses, with a `PermissionError` naming the path:
 - opening a file for writing, creating, renaming or deleting anything outside FOLDER;
 - starting processes (`subprocess`, `os.system`, `!pip`): grading runs offline on what is installed
-  (the standard library's read-only probes, `ldconfig` and `uname`, may run).
+  (read-only probes may run: `ldconfig` and `uname` for the standard library, `fc-list` for
+  matplotlib).
 Each refusal is also written to RESULTS, so the grade report can say what the notebook tried. An
 audit hook cannot be removed once installed. It guards against mistakes, not against a student
 who sets out to fool the grader in the same process: see the instructors' page.
@@ -28,8 +29,8 @@ PATH_EVENTS = {"os.remove": 1, "os.rename": 2, "os.rmdir": 1, "os.mkdir": 1, "os
                "os.symlink": 2, "os.link": 2, "os.chmod": 1, "shutil.rmtree": 1}
 SPAWN_EVENTS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
                 "os.fork", "pty.spawn")
-#: read-only system probes the standard library runs (ctypes.util.find_library, platform)
-PROBES = ("ldconfig", "uname")
+#: read-only system probes: ctypes.util.find_library, platform, matplotlib's font list
+PROBES = ("ldconfig", "uname", "fc-list")
 
 
 def confine(folder, results):
