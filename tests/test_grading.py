@@ -190,3 +190,17 @@ for attempt in (lambda: open({str(tmp_path / 'outside.txt')!r}, 'w'),
     assert (folder / "ok.txt").exists() and not (tmp_path / "outside.txt").exists()
     assert not (tmp_path / "spawned").exists()
     assert results.read_text().count("violation") == 4
+
+
+def test_the_kernel_environment_keeps_every_cache_inside_the_folder(tmp_path, monkeypatch):
+    """torch writes TORCHINDUCTOR_CACHE_DIR (/tmp/torchinductor_<user>) into os.environ once any
+    test touches its cache; the grader's kernel must not inherit it, or its writes are refused."""
+    from ddlearn.grade.sandbox import environment
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/tmp/torchinductor_someone")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/root/.cache")
+    env = environment(tmp_path, tmp_path / "results.jsonl", threads=1, seed=3, quick=True)
+    for key in ("HOME", "TMPDIR", "MPLCONFIGDIR", "IPYTHONDIR", "HF_HOME", "XDG_CACHE_HOME",
+                "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        assert env[key].startswith(str(tmp_path)), (key, env[key])
+    assert env["DDLEARN_HIDDEN_SEED"] == "3" and env["HF_HUB_OFFLINE"] == "1"

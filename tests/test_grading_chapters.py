@@ -46,7 +46,7 @@ def graded(request, tmp_path_factory):
     assignment = autograder_edition(instructor)
     with ThreadPoolExecutor(2) as pool:
         grades = pool.map(lambda name: grade(root / f"{name}.ipynb", assignment, name,
-                                             Limits(timeout=600)), notebooks)
+                                             Limits(cell_timeout=300, timeout=1200)), notebooks)
     return chapter.name, dict(zip(notebooks, grades, strict=True))
 
 

@@ -72,6 +72,9 @@ def environment(folder: Path, results: Path, threads: int, seed: int, quick: boo
     """The kernel's environment: offline, every cache inside `folder`, the hidden cases' seed."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("JPY_", "JUPYTER", "PYTEST", "DDLEARN_"))}
+    cache = folder / "cache"  # torch writes its cache dir into os.environ: never inherit one
+    env.update(XDG_CACHE_HOME=str(cache), TORCHINDUCTOR_CACHE_DIR=str(cache / "torchinductor"),
+               TRITON_CACHE_DIR=str(cache / "triton"))
     env.update(HOME=str(folder), TMPDIR=str(folder / "tmp"), MPLCONFIGDIR=str(folder / "mpl"),
                IPYTHONDIR=str(folder / "ipython"), HF_HOME=str(folder / "hf"),
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
