@@ -15,6 +15,9 @@ Notation: B batch, T tokens (<= max_position_embeddings), D = hidden_size, H hea
 `hidden_states` (when asked) is (x_0, x_1, ..., x_N), before the final norm, like transformers';
 Stable Diffusion 2.x conditions on the penultimate one, `final_layer_norm(hidden_states[-2])`.
 
+`get_input_embeddings`, `set_input_embeddings` and `resize_token_embeddings` are transformers'
+handles on E_tok; textual inversion (ddlearn/textual_inversion.py) adds rows to it.
+
 `CLIPTextModelWithProjection` adds CLIP's text projection (`text_projection.weight`, no bias) and
 returns (text_embeds, last_hidden_state, hidden_states), as transformers' class does.
 
@@ -31,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddlearn.config import register_to_config
+from ddlearn.config import FrozenConfig, register_to_config
 from ddlearn.files import atomic_write_text
 from ddlearn.models.modeling import ModelMixin
 from ddlearn.options import refuse
@@ -149,6 +152,37 @@ class CLIPTextModel(ModelMixin):
         return output if return_dict else tuple(v for v in output if v is not None)
 
     # ----------------------------------------------------------------------------------------------
+    # the token embedding table E_tok, as transformers exposes it (textual inversion adds rows)
+    # ----------------------------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.text_model.embeddings.token_embedding
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        """Swap in another table; config.vocab_size follows it, so a save loads back (transformers
+        updates vocab_size in resize_token_embeddings only)."""
+        self.text_model.embeddings["token_embedding"] = value
+        config = FrozenConfig({**self.config, "vocab_size": value.num_embeddings})
+        object.__setattr__(self, "_config", config)
+
+    def resize_token_embeddings(self, new_num_tokens: Optional[int] = None) -> nn.Embedding:
+        """E_tok with `new_num_tokens` rows, in place, as transformers: the same module and
+        Parameter, the first rows kept, rows added at the end drawn from N(μ, 1e-9 Σ), μ and Σ the
+        mean and covariance of the old rows (its `mean_resizing`). Same seed -> same rows."""
+        embedding = self.get_input_embeddings()
+        if new_num_tokens is None:
+            return embedding
+        old = embedding.weight.detach()
+        V, D = old.shape
+        # a new (randomly initialised) table, as transformers builds: a seed gives the same rows
+        weight = nn.Embedding(new_num_tokens, D, dtype=old.dtype, device=old.device).weight.data
+        if new_num_tokens > V:
+            weight[V:] = mean_init_rows(old, new_num_tokens - V).to(old.dtype)
+        weight[:min(V, new_num_tokens)] = old[:new_num_tokens]
+        embedding.weight.data, embedding.num_embeddings = weight, new_num_tokens
+        self.set_input_embeddings(embedding)  # config.vocab_size = new_num_tokens
+        return embedding
+
+    # ----------------------------------------------------------------------------------------------
     # transformers-compatible files
     # ----------------------------------------------------------------------------------------------
     def save_config(self, save_directory) -> Path:
@@ -169,6 +203,19 @@ class CLIPTextModel(ModelMixin):
                  for k, v in state.items()}
         state.pop("text_model.embeddings.position_ids", None)
         return state
+
+
+def mean_init_rows(weight: torch.Tensor, n: int) -> torch.Tensor:
+    """n new embedding rows near the mean of `weight` (V, D), as transformers'
+    `_init_added_embeddings_weights_with_mean`: samples of N(μ, 1e-9 Σ), computed in float32."""
+    weight = weight.float()
+    mean = weight.mean(dim=0)  # μ: (D,)
+    centred = weight - mean
+    covariance = centred.T @ centred / weight.shape[0]  # Σ: (D, D)
+    if torch.distributions.constraints.positive_definite.check(1e-9 * covariance).all():
+        normal = torch.distributions.MultivariateNormal(mean, covariance_matrix=1e-9 * covariance)
+        return normal.sample((n,))  # (n, D)
+    return mean.expand(n, -1)  # (n, D)
 
 
 class CLIPTextModelWithProjectionOutput(NamedTuple):

@@ -14,7 +14,8 @@ free: every wing, spot and stripe is a function of |u|. Each wing is a (super)el
 approximate signed distance d (in body units, > 0 inside) gives an anti-aliased coverage
 clip(0.5 + d * pixels_per_unit, 0, 1), so no supersampling is needed at any size.
 
-The datasets built from these images are in `ddlearn/data/butterflies/datasets.py`.
+The datasets built from these images are in `ddlearn/data/butterflies/datasets.py`; the one
+butterfly they never show, chapter 06's concept, in `concept.py`.
 
 References: huggan/smithsonian_butterflies_subset on the Hugging Face Hub (the real photos these
 stand in for); signed distance functions and their anti-aliased coverage, as in Inigo Quilez's
@@ -78,6 +79,11 @@ def _rgb(values) -> np.ndarray:
 _RGB = {name: _rgb(value) for name, value in [*COLOURS.items(), ("body", BODY_RGB)]}
 
 
+def _paint(colour) -> np.ndarray:
+    """A name in COLOURS, or an (r, g, b) triple in [0, 1] for a colour outside them."""
+    return _RGB[colour] if isinstance(colour, str) else _rgb(colour)
+
+
 @lru_cache(maxsize=64)
 def _axes(wing):
     """A wing's long axis direction (cos, sin) and the scale of its distance field."""
@@ -138,7 +144,8 @@ def _pattern_layers(pattern, u, v, d_wing, shape, r):
 def render(colour, pattern, pattern_colour, shape, size=32, scale=0.9, angle=0.0,
            offset=(0.0, 0.0), r=(0.5,) * 8) -> np.ndarray:
     """Draw one butterfly with the given attributes, pose and 8 numbers r in [0, 1) for colour
-    variation; returns a uint8 image (size, size, 3)."""
+    variation; returns a uint8 image (size, size, 3). `colour` and `pattern_colour` are names in
+    COLOURS, or (r, g, b) triples in [0, 1] (ddlearn/data/butterflies/concept.py draws one)."""
     x, y = _grid(size)
     ppu = size / 2 * scale  # pixels per body unit
 
@@ -158,9 +165,9 @@ def render(colour, pattern, pattern_colour, shape, size=32, scale=0.9, angle=0.0
         d_hind = np.maximum(d_hind, _ellipse_distance(u, v, wings["tail"]))
     d_wing = np.maximum(d_fore, d_hind)
     # 3. wing colour (slightly darker near the body), then pattern layers over it
-    base = _RGB[colour] * (0.9 + 0.2 * r[0]) + 0.06 * (r[1] - 0.5)  # brightness, not hue
+    base = _paint(colour) * (0.9 + 0.2 * r[0]) + 0.06 * (r[1] - 0.5)  # brightness, not hue
     rgb = base * np.minimum(u * 0.55 + 0.78, 1.0)  # (3, H, W)
-    keys = {"p": _RGB[pattern_colour] * (0.9 + 0.15 * r[2]), "black": _RGB["body"],
+    keys = {"p": _paint(pattern_colour) * (0.9 + 0.15 * r[2]), "black": _RGB["body"],
             "white": _RGB["white"]}
     for d, key in _pattern_layers(pattern, u, v, d_wing, wings, r[3]):
         rgb += coverage(d) * (keys[key] - rgb)
@@ -179,8 +186,21 @@ def render(colour, pattern, pattern_colour, shape, size=32, scale=0.9, angle=0.0
         _segment_distance(u, v, (0.02, -0.5), (0.2, -0.86), 0.022),
         _circle_distance(u, v, (0.2, -0.86), 0.045)])
     image += coverage(d_body) * (_RGB["body"] - image)
-    image = np.minimum(image * 255 + 0.5, 255.0, out=image)  # blends of colours >= 0 stay >= 0
+    image = np.clip(image * 255 + 0.5, 0.0, 255.0, out=image)  # the brightness jitter can dip
     return np.ascontiguousarray(image.astype(np.uint8).transpose(1, 2, 0))  # (3,H,W) -> (H,W,3)
+
+
+def _random_numbers(seed: int) -> list:
+    """16 numbers in [0, 1) for one seed: Python's Mersenne Twister, the same on every platform."""
+    rng = random.Random(seed)
+    return [rng.random() for _ in range(16)]
+
+
+def _pose(r, jitter: bool = True) -> tuple:
+    """(scale, angle in degrees, offset) from r[4:8]; centred and unrotated without jitter."""
+    if not jitter:
+        return 0.9, 0.0, (0.0, 0.0)
+    return 0.8 + 0.14 * r[4], 16 * (r[5] - 0.5), (0.12 * (r[6] - 0.5), 0.12 * (r[7] - 0.5))
 
 
 def make_butterfly(seed: int, size: int = 32, jitter: bool = True):
@@ -189,17 +209,13 @@ def make_butterfly(seed: int, size: int = 32, jitter: bool = True):
     jitter=False draws the same butterfly centred, unrotated and exactly mirror-symmetric."""
     if not isinstance(size, int) or size < 8:
         raise ValueError(f"size must be an integer >= 8 pixels, got {size!r}")
-    rng = random.Random(seed)  # Python's Mersenne Twister: same numbers on every platform
-    r = [rng.random() for _ in range(16)]
+    r = _random_numbers(seed)
     colour = COLOUR_NAMES[int(r[0] * len(COLOURS))]
     pattern = PATTERNS[int(r[1] * len(PATTERNS))]
     others = [c for c in COLOUR_NAMES if c != colour]
     pattern_colour = others[int(r[2] * len(others))] if pattern != "plain" else None
     shape = SHAPE_NAMES[int(r[3] * len(SHAPES))]
-    scale, angle, offset = 0.9, 0.0, (0.0, 0.0)
-    if jitter:
-        scale, angle = 0.8 + 0.14 * r[4], 16 * (r[5] - 0.5)
-        offset = (0.12 * (r[6] - 0.5), 0.12 * (r[7] - 0.5))
+    scale, angle, offset = _pose(r, jitter)
     image = render(colour, pattern, pattern_colour or "black", shape, size, scale, angle, offset,
                    r[8:])
     label = COLOUR_NAMES.index(colour) * len(PATTERNS) + PATTERNS.index(pattern)
