@@ -2,6 +2,7 @@
 
     python benchmarks/concept_fidelity.py                 # n = 200 per row, 64 samples per prompt
     python benchmarks/concept_fidelity.py --n 100 --samples 32
+    python benchmarks/concept_fidelity.py --seed 1   # other held-out and real butterflies
 
 Rows: held-out images of the concept (raw, and after a round trip through the shipped VAE, the
 sharpest a fine-tuned model can draw), the same blurred and noised step by step, the nearest
@@ -51,10 +52,10 @@ def noised(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return (x + sigma * torch.randn(x.shape, generator=g)).clamp(-1, 1)
 
 
-def training_classes(per_class: int) -> tuple:
+def training_classes(per_class: int, seed: int) -> tuple:
     """`per_class` test-split butterflies (never trained on) of each of the 45 classes, and their
     labels: (N, 3, 32, 32) in [-1, 1], (N,)."""
-    images, labels, counts, seed = [], [], [0] * NUM_CLASSES, 900_000
+    images, labels, counts, seed = [], [], [0] * NUM_CLASSES, seed * 1_000_000 + 900_000
     while min(counts) < per_class:
         image, attrs = make_butterfly(seed, 32)
         if counts[attrs["label"]] < per_class:
@@ -65,10 +66,10 @@ def training_classes(per_class: int) -> tuple:
     return as_tensor(images), np.array(labels)
 
 
-def nearest_classes(n: int, colour: str) -> torch.Tensor:
-    """The concept's own poses, shape and orange rim, with training-colour wings."""
+def nearest_classes(n: int, colour: str, seed: int) -> torch.Tensor:
+    """The held-out concept images' poses, shape and orange rim, with training-colour wings."""
     wings = dict(CONCEPT, colour=colour)
-    return as_tensor([posed_butterfly(900_000 + i, **wings) for i in range(n)])
+    return as_tensor([posed_butterfly(seed * 1_000_000 + 900_000 + i, **wings) for i in range(n)])
 
 
 def tiny_sd_samples(pipe, prompt: str, n: int) -> list:
@@ -86,9 +87,10 @@ def main():
     parser.add_argument("--n", type=int, default=200, help="held-out concept images")
     parser.add_argument("--per-class", type=int, default=40, help="real butterflies per class")
     parser.add_argument("--samples", type=int, default=64, help="tiny SD samples per prompt")
+    parser.add_argument("--seed", type=int, default=0, help="of the held-out and real images")
     args = parser.parse_args()
     start = time.perf_counter()
-    print(f"load average {os.getloadavg()}; τ = THRESHOLD = {THRESHOLD}")
+    print(f"load average {os.getloadavg()}; τ = THRESHOLD = {THRESHOLD}; seed {args.seed}")
     pipe = ddlearn.StableDiffusionPipeline.from_pretrained(shipped_model("tiny-sd-butterflies"))
     pipe.set_progress_bar_config(disable=True)
     vae = ddlearn.VAEWrapper(pipe.vae)
@@ -96,7 +98,7 @@ def main():
 
     print("| images | n | s mean | s min | s max | fidelity |\n|---|---:|---:|---:|---:|---:|")
     # 1. the concept: held out, through the VAE, blurred, noised
-    held_out = as_tensor(concept_images(args.n, split="test"))
+    held_out = as_tensor(concept_images(args.n, seed=args.seed, split="test"))
     s_held, s_held_vae = concept_similarities(held_out), concept_similarities(round_trip(held_out))
     print(row("held-out concept (test split)", s_held))
     print(row("held-out concept, VAE round trip", s_held_vae))
@@ -109,8 +111,8 @@ def main():
     # 2. training butterflies: the nearest classes, then all 45
     for colour in ("blue", "green"):
         print(row(f"{colour} wings, orange rim, round (concept's poses)",
-                  concept_similarities(nearest_classes(args.n, colour))))
-    real, labels = training_classes(args.per_class)
+                  concept_similarities(nearest_classes(args.n, colour, args.seed))))
+    real, labels = training_classes(args.per_class, args.seed)
     s_real, s_real_vae = concept_similarities(real), concept_similarities(round_trip(real))
     print(row(f"all 45 classes x {args.per_class} (test split)", s_real))
     print(row(f"all 45 classes x {args.per_class}, VAE round trip", s_real_vae))

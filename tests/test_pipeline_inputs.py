@@ -179,7 +179,11 @@ TEXT_BAD = [  # every SD pipeline checks these the same way
     # diffusers' arguments ddlearn does not implement are named, typos get the closest name
     (dict(clip_skip=2), NotImplementedError, r"clip_skip=2 is a diffusers feature"),
     (dict(timesteps=[999, 500]), NotImplementedError, r"timesteps is a diffusers feature"),
-    (dict(cross_attention_kwargs={"scale": 0.5}), NotImplementedError, r"cross_attention_kwargs"),
+    # cross_attention_kwargs carries the LoRA scale s only (diffusers' processors take more)
+    (dict(cross_attention_kwargs={"ip_adapter_masks": None}), NotImplementedError,
+     r"cross_attention_kwargs \['ip_adapter_masks'\] go to diffusers' attention processors"),
+    (dict(cross_attention_kwargs={"scale": "0.5"}), TypeError,
+     r"cross_attention_kwargs\['scale'\] must be a finite number"),
     (dict(callback_on_step_end_tensor_inputs=["prompt_embeds"]), NotImplementedError,
      r"callback_on_step_end_tensor_inputs=\['prompt_embeds'\]; .* sees only 'latents'"),
     (dict(guidence_scale=3.0), TypeError, r"'guidence_scale'; did you mean 'guidance_scale'"),

@@ -24,9 +24,7 @@ MODEL = shipped_model("tiny-sd-butterflies")  # text encoder hidden size 64, voc
 TOLERANCE = 2e-3  # max pixel difference, images in [0, 1]
 
 
-class Pipe(TextualInversionLoaderMixin, ddlearn.StableDiffusionPipeline):
-    def embed_text(self, texts):  # as StableDiffusionPipeline.embed_text will, with the mixin
-        return super().embed_text(self.maybe_convert_prompt(texts, self.tokenizer))
+Pipe = ddlearn.StableDiffusionPipeline  # it has diffusers' TextualInversionLoaderMixin methods
 
 
 def pipelines() -> tuple:
@@ -58,8 +56,10 @@ def assert_same_prompt(ours, theirs, prompt):
 
 
 # ---- diffusers -> ddlearn ----------------------------------------------------------------------
-def test_subclass_from_pretrained_keeps_the_subclass():
-    assert type(Pipe.from_pretrained(MODEL)) is Pipe
+def test_pipelines_have_the_loader_methods():
+    for cls in (ddlearn.StableDiffusionPipeline, ddlearn.StableDiffusionImg2ImgPipeline):
+        assert issubclass(cls, TextualInversionLoaderMixin)
+        assert hasattr(cls, "load_lora_weights")
 
 
 @pytest.mark.parametrize("shape,as_folder", [((64,), True), ((1, 64), False), ((2, 64), True)])

@@ -10,6 +10,11 @@ match exactly.
 Weights load from safetensors only (a pickle can run code when unpickled). A legacy `.bin` is read
 with `torch.load(weights_only=True)`, which refuses anything but tensors. Saves are atomic.
 The files themselves (names, variants, key checks) are `weights.py`'s.
+
+Every model also takes LoRA adapters as diffusers' `PeftAdapterMixin` does (`add_adapter`,
+`fuse_lora`, `unload_lora`, ...; the layers are `ddlearn/lora.py`'s). `save_pretrained` refuses a
+model that holds LoRA layers: their keys belong in a LoRA file (`save_lora_weights`), or, fused
+and unloaded, in the weights themselves.
 """
 
 from pathlib import Path
@@ -18,6 +23,7 @@ import torch
 
 from ddlearn.config import ConfigMixin, init_parameters
 from ddlearn.hub import resolve_folder
+from ddlearn.lora import inject_adapter_in_model, lora_layers
 from ddlearn.models.weights import (
     check_shard_size,
     check_state_dict,
@@ -97,6 +103,13 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         if not safe_serialization:
             raise NotImplementedError(f"{where}: safe_serialization=False would write a pickle, "
                                       f"which can run code when loaded; ddlearn saves safetensors")
+        layers = lora_layers(self)
+        if layers:  # diffusers writes them, as keys no model loader expects
+            raise ValueError(f"{where}: this model holds {len(layers)} LoRA layers (e.g. "
+                             f"{layers[0][0]}). Save the LoRA alone with "
+                             f"pipe.save_lora_weights(dir, unet_lora_layers="
+                             f"get_peft_model_state_dict(unet)), or merge it into the weights "
+                             f"first: pipe.fuse_lora(); pipe.unload_lora_weights()")
         state = self.state_dict()
         check_shard_size(where, state, max_shard_size)
         folder = Path(save_directory)
@@ -143,3 +156,54 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
     def convert_state_dict(cls, state: dict) -> dict:
         """Rename keys of older checkpoints to today's names (subclasses add their own)."""
         return convert_legacy_attention_keys(state)
+
+    # ---- LoRA adapters (ddlearn/lora.py), as diffusers' PeftAdapterMixin ------------------------
+    def add_adapter(self, adapter_config, adapter_name: str = "default"):
+        """Wrap the Linear layers `adapter_config.target_modules` names in LoRA layers (B = 0, so
+        the model is unchanged until trained); only A and B then require grad. One per model."""
+        inject_adapter_in_model(adapter_config, self, adapter_name)
+
+    def active_adapters(self) -> list:
+        return list(getattr(self, "peft_config", {})) if lora_layers(self) else []
+
+    def disable_adapters(self):
+        """The base model alone, h = W0 x (a fused LoRA is unfused first, as in peft)."""
+        for _, layer in self._lora_layers_or_raise():
+            layer.unmerge()
+            layer.enabled = False
+
+    def enable_adapters(self):
+        for _, layer in self._lora_layers_or_raise():
+            layer.enabled = True
+
+    def fuse_lora(self, lora_scale: float = 1.0, safe_fusing: bool = False, adapter_names=None):
+        """W' = W0 + s·(α/r)·B A in every LoRA layer, after s <- s·lora_scale (kept, as in
+        diffusers, until set_adapters or unload)."""
+        layers = self._lora_layers_or_raise()
+        if any(layer.merged for _, layer in layers):
+            raise RuntimeError(f"{type(self).__name__}: the LoRA is already fused; fusing again "
+                               f"would add it twice: unfuse_lora() first")
+        for _, layer in layers:
+            layer.scale *= lora_scale
+            layer.merge(safe_merge=safe_fusing)
+
+    def unfuse_lora(self):
+        """W0 back in every fused LoRA layer."""
+        for _, layer in lora_layers(self):
+            layer.unmerge()
+
+    def unload_lora(self):
+        """Plain nn.Linear layers again, holding the same W (still W' if fused) and b."""
+        for path, layer in lora_layers(self):
+            plain = torch.nn.Linear(layer.in_features, layer.out_features,
+                                    bias=layer.bias is not None, device="meta")
+            plain.weight, plain.bias = layer.weight, layer.bias
+            self.set_submodule(path, plain)
+        self.__dict__.pop("peft_config", None)
+
+    def _lora_layers_or_raise(self) -> list:
+        layers = lora_layers(self)
+        if not layers:
+            raise ValueError(f"{type(self).__name__} has no LoRA adapter: add one with "
+                             f"add_adapter(LoraConfig(...)) or pipe.load_lora_weights(...)")
+        return layers

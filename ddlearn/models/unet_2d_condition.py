@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddlearn.config import register_to_config
+from ddlearn.lora import lora_scale_from, scaled_lora_layers
 from ddlearn.models.embeddings import TimestepEmbedding, Timesteps, timestep_batch
 from ddlearn.models.modeling import ModelMixin
 from ddlearn.models.unet_2d_blocks import (
@@ -172,41 +173,43 @@ class UNet2DConditionModel(ModelMixin):
                 down_intrablock_additional_residuals=None, encoder_attention_mask=None,
                 return_dict: bool = True) -> UNet2DConditionOutput:
         """ε_θ(z_t, t, text): diffusers' arguments in diffusers' order; those of features ddlearn
-        leaves out (ControlNet residuals, SDXL's added_cond_kwargs, ...) must stay None."""
+        leaves out (ControlNet residuals, SDXL's added_cond_kwargs, ...) must stay None, and
+        cross_attention_kwargs may hold only {"scale": s}, the weight of LoRA layers."""
         refuse("UNet2DConditionModel.forward", "ddlearn's UNet is SD 1.x/2.x's, text only",
                class_labels=class_labels, timestep_cond=timestep_cond,
-               attention_mask=attention_mask, cross_attention_kwargs=cross_attention_kwargs,
-               added_cond_kwargs=added_cond_kwargs,
+               attention_mask=attention_mask, added_cond_kwargs=added_cond_kwargs,
                down_block_additional_residuals=down_block_additional_residuals,
                mid_block_additional_residual=mid_block_additional_residual,
                down_intrablock_additional_residuals=down_intrablock_additional_residuals,
                encoder_attention_mask=encoder_attention_mask)
+        lora_scale = lora_scale_from(cross_attention_kwargs, "UNet2DConditionModel.forward")
         x, text = sample, encoder_hidden_states
         check_unet_sample(self, x)
         self._check_text(text, batch=x.shape[0])
         if self.config.center_input_sample:  # [0, 1] -> [-1, 1]
             x = 2 * x - 1.0
 
-        # 1. time embedding
-        t = timestep_batch(timestep, x)  # (B,)
-        temb = self.time_embedding(self.time_proj(t).to(x.dtype))  # (B,) -> (B, 4 C_0)
+        with scaled_lora_layers(self, lora_scale):  # s times lora_scale in every LoRA layer
+            # 1. time embedding
+            t = timestep_batch(timestep, x)  # (B,)
+            temb = self.time_embedding(self.time_proj(t).to(x.dtype))  # (B,) -> (B, 4 C_0)
 
-        # 2. stem
-        h = self.conv_in(x)
-        skips = [h]
-        # 3. encoder: remember every intermediate map for the decoder
-        for block in self.down_blocks:
-            h, block_skips = block(h, temb, text)
-            skips.extend(block_skips)
-        # 4. bottleneck
-        h = self.mid_block(h, temb, text)
-        # 5. decoder: each block consumes as many skips as it has ResNet blocks, last made first
-        for block in self.up_blocks:
-            k = len(block.resnets)
-            h = block(h, tuple(skips[-k:]), temb, text)
-            del skips[-k:]
-        # 6. head
-        h = self.conv_out(F.silu(self.conv_norm_out(h)))
+            # 2. stem
+            h = self.conv_in(x)
+            skips = [h]
+            # 3. encoder: remember every intermediate map for the decoder
+            for block in self.down_blocks:
+                h, block_skips = block(h, temb, text)
+                skips.extend(block_skips)
+            # 4. bottleneck
+            h = self.mid_block(h, temb, text)
+            # 5. decoder: each block consumes as many skips as it has ResNets, last made first
+            for block in self.up_blocks:
+                k = len(block.resnets)
+                h = block(h, tuple(skips[-k:]), temb, text)
+                del skips[-k:]
+            # 6. head
+            h = self.conv_out(F.silu(self.conv_norm_out(h)))
         return UNet2DConditionOutput(sample=h) if return_dict else (h,)
 
     def _check_text(self, text: Optional[torch.Tensor], batch: int):

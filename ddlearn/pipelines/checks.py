@@ -17,9 +17,9 @@ import torch
 from ddlearn.options import refuse, unexpected
 
 #: arguments diffusers' Stable Diffusion pipelines take and ddlearn's do not implement
-NOT_IMPLEMENTED_CALL = ("timesteps", "sigmas", "cross_attention_kwargs", "clip_skip",
-                        "ip_adapter_image", "ip_adapter_image_embeds", "callback",
-                        "callback_steps", "padding_mask_crop", "masked_image_latents")
+NOT_IMPLEMENTED_CALL = ("timesteps", "sigmas", "clip_skip", "ip_adapter_image",
+                        "ip_adapter_image_embeds", "callback", "callback_steps",
+                        "padding_mask_crop", "masked_image_latents")
 
 IMAGE_OUTPUT_TYPES = {"pil": "PIL images", "np": "a numpy array (B, H, W, C)",
                       "pt": "a torch tensor (B, C, H, W)"}

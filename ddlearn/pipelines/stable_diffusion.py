@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 
+from ddlearn.lora import lora_scale_from, scaled_lora_layers
 from ddlearn.noise import randn_tensor
 from ddlearn.pipelines.checks import (
     check_call_extras,
@@ -34,7 +35,9 @@ from ddlearn.pipelines.checks import (
     check_tensor,
     check_text_inputs,
 )
+from ddlearn.pipelines.lora_loading import StableDiffusionLoraLoaderMixin
 from ddlearn.pipelines.pipeline import DiffusionPipeline
+from ddlearn.textual_inversion import TextualInversionLoaderMixin
 
 
 class StableDiffusionPipelineOutput(NamedTuple):
@@ -45,7 +48,8 @@ class StableDiffusionPipelineOutput(NamedTuple):
     nsfw_content_detected: object = None
 
 
-class StableDiffusionPipeline(DiffusionPipeline):
+class StableDiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin,
+                              TextualInversionLoaderMixin):
     def __init__(self, vae, text_encoder, tokenizer, unet, scheduler):
         super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                          scheduler=scheduler)
@@ -59,9 +63,10 @@ class StableDiffusionPipeline(DiffusionPipeline):
                  guidance_scale: float = 7.5, negative_prompt=None, num_images_per_prompt: int = 1,
                  eta: float = 0.0, generator=None, latents=None, prompt_embeds=None,
                  negative_prompt_embeds=None, output_type: str = "pil", return_dict: bool = True,
-                 guidance_rescale: float = 0.0,
+                 guidance_rescale: float = 0.0, cross_attention_kwargs=None,
                  callback_on_step_end=None, **kwargs) -> StableDiffusionPipelineOutput:
         check_call_extras(self, kwargs)
+        lora_scale = lora_scale_from(cross_attention_kwargs, f"{type(self).__name__}.__call__")
         # 0. defaults as in diffusers; every argument checked before any work
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
@@ -78,17 +83,18 @@ class StableDiffusionPipeline(DiffusionPipeline):
             check_tensor("latents", latents, shape, "prompts x num_images_per_prompt, "
                          "in_channels, height and width / vae_scale_factor")
         do_cfg = guidance_scale > 1.0
-        # 1. text -> embeddings c (and ∅ for guidance)
+        # 1. text -> embeddings c (and ∅ for guidance), a text-encoder LoRA weighted by s
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, num_images_per_prompt, do_cfg, negative_prompt, prompt_embeds,
-            negative_prompt_embeds)
+            negative_prompt_embeds, lora_scale=lora_scale)
         # 2. timesteps and the starting noise z_T
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         latents = self.prepare_latents(shape, prompt_embeds.dtype, generator, latents)
         # 3. denoise, then decode
         latents = self.denoise(latents, self.scheduler.timesteps, prompt_embeds,
                                negative_prompt_embeds, guidance_scale, generator, eta,
-                               callback_on_step_end, guidance_rescale=guidance_rescale)
+                               callback_on_step_end, guidance_rescale=guidance_rescale,
+                               cross_attention_kwargs=cross_attention_kwargs)
         return self.output(latents, output_type, return_dict)
 
     # ---- 0. argument checks (diffusers' check_inputs, and what it leaves to break later) --------
@@ -118,9 +124,16 @@ class StableDiffusionPipeline(DiffusionPipeline):
 
     # ---- 1. prompts ----------------------------------------------------------------------------
     def encode_prompt(self, prompt, num_images_per_prompt=1, do_classifier_free_guidance=True,
-                      negative_prompt=None, prompt_embeds=None, negative_prompt_embeds=None):
+                      negative_prompt=None, prompt_embeds=None, negative_prompt_embeds=None,
+                      lora_scale=None):
         """-> (c, ∅): (B·n, 77, d) text embeddings, and the negative/empty ones (None without
-        CFG)."""
+        CFG). `lora_scale` weights the text encoder's LoRA layers meanwhile (s, as diffusers)."""
+        with scaled_lora_layers(self.text_encoder, 1.0 if lora_scale is None else lora_scale):
+            return self._encode_prompt(prompt, num_images_per_prompt, do_classifier_free_guidance,
+                                       negative_prompt, prompt_embeds, negative_prompt_embeds)
+
+    def _encode_prompt(self, prompt, num_images_per_prompt, do_classifier_free_guidance,
+                       negative_prompt, prompt_embeds, negative_prompt_embeds):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("pass exactly one of `prompt` and `prompt_embeds`")
         if prompt is not None:
@@ -139,7 +152,9 @@ class StableDiffusionPipeline(DiffusionPipeline):
         return repeat(prompt_embeds), repeat(negative_prompt_embeds)
 
     def embed_text(self, texts) -> torch.Tensor:
-        """Texts -> token ids padded to the tokenizer's max length (77 for CLIP) -> (B, 77, d)."""
+        """Texts -> token ids padded to the tokenizer's max length (77 for CLIP) -> (B, 77, d).
+        A multi-vector textual-inversion token "S*" is first written "S* S*_1 ..." (diffusers)."""
+        texts = self.maybe_convert_prompt(texts, self.tokenizer)
         max_length = self.tokenizer.model_max_length
         ids = self.tokenizer(texts, padding="max_length", max_length=max_length, truncation=True,
                              return_tensors="pt").input_ids
@@ -159,15 +174,17 @@ class StableDiffusionPipeline(DiffusionPipeline):
     # ---- 3. the denoising loop -----------------------------------------------------------------
     def denoise(self, latents, timesteps, prompt_embeds, negative_prompt_embeds, guidance_scale,
                 generator=None, eta=0.0, callback_on_step_end=None, after_step=None,
-                guidance_rescale: float = 0.0):
-        """The sampler loop with classifier-free guidance over one batched uncond+cond UNet pass."""
+                guidance_rescale: float = 0.0, cross_attention_kwargs=None):
+        """The sampler loop with classifier-free guidance over one batched uncond+cond UNet pass
+        (`cross_attention_kwargs={"scale": s}` weights the UNet's LoRA layers)."""
         step_kwargs = self.step_kwargs(generator, eta)
         do_cfg = negative_prompt_embeds is not None
         context = torch.cat([negative_prompt_embeds, prompt_embeds]) if do_cfg else prompt_embeds
         for i, t in enumerate(self.progress_bar(timesteps)):
             model_input = torch.cat([latents] * 2) if do_cfg else latents  # (2B, 4, h, w)
             model_input = self.scheduler.scale_model_input(model_input, t)
-            noise_pred = self.unet(model_input, t, encoder_hidden_states=context).sample
+            noise_pred = self.unet(model_input, t, encoder_hidden_states=context,
+                                   cross_attention_kwargs=cross_attention_kwargs).sample
             if do_cfg:  # ε̂ = ε_∅ + w (ε_c - ε_∅)
                 noise_uncond, noise_text = noise_pred.chunk(2)
                 noise_pred = noise_uncond + guidance_scale * (noise_text - noise_uncond)

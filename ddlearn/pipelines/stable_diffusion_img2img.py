@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ddlearn.lora import lora_scale_from
 from ddlearn.models.vae_wrapper import VAEWrapper
 from ddlearn.noise import randn_tensor
 from ddlearn.pipelines.checks import check_call_extras, check_number, check_tensor
@@ -32,9 +33,10 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
                  num_inference_steps: int = 50, guidance_scale: float = 7.5, negative_prompt=None,
                  num_images_per_prompt: int = 1, eta: float = 0.0, generator=None,
                  prompt_embeds=None, negative_prompt_embeds=None, output_type: str = "pil",
-                 return_dict: bool = True,
+                 return_dict: bool = True, cross_attention_kwargs=None,
                  callback_on_step_end=None, **kwargs) -> StableDiffusionPipelineOutput:
         check_call_extras(self, kwargs)
+        lora_scale = lora_scale_from(cross_attention_kwargs, f"{type(self).__name__}.__call__")
         # 0. every argument checked before any work; the image in [-1, 1] (or given as latents)
         batch_size = self.check_inputs(prompt, negative_prompt, prompt_embeds,
                                        negative_prompt_embeds, num_images_per_prompt, generator,
@@ -46,14 +48,15 @@ class StableDiffusionImg2ImgPipeline(StableDiffusionPipeline):
         # 1. text -> embeddings
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, num_images_per_prompt, guidance_scale > 1.0, negative_prompt, prompt_embeds,
-            negative_prompt_embeds)
+            negative_prompt_embeds, lora_scale=lora_scale)
         # 2. z_0 noised to the first timestep of the part of the schedule that remains
         z_0 = self.encode_image(init_image, batch_size, generator)
         noise = randn_tensor(z_0.shape, generator, device=self.device, dtype=z_0.dtype)
         latents = self.scheduler.add_noise(z_0, noise, timesteps[:1].repeat(batch_size))
         # 3. denoise from there, then decode
         latents = self.denoise(latents, timesteps, prompt_embeds, negative_prompt_embeds,
-                               guidance_scale, generator, eta, callback_on_step_end)
+                               guidance_scale, generator, eta, callback_on_step_end,
+                               cross_attention_kwargs=cross_attention_kwargs)
         return self.output(latents, output_type, return_dict)
 
     def preprocess(self, image, batch_size: int = 1, latents_allowed: bool = False):
@@ -118,8 +121,10 @@ class StableDiffusionInpaintPipeline(StableDiffusionImg2ImgPipeline):
                  guidance_scale: float = 7.5, negative_prompt=None, num_images_per_prompt: int = 1,
                  eta: float = 0.0, generator=None, prompt_embeds=None,
                  negative_prompt_embeds=None, output_type: str = "pil", return_dict: bool = True,
-                 callback_on_step_end=None, **kwargs) -> StableDiffusionPipelineOutput:
+                 cross_attention_kwargs=None, callback_on_step_end=None,
+                 **kwargs) -> StableDiffusionPipelineOutput:
         check_call_extras(self, kwargs)
+        lora_scale = lora_scale_from(cross_attention_kwargs, f"{type(self).__name__}.__call__")
         # 0. checks; image in [-1, 1], mask in {0, 1} at latent size (1 = regenerate)
         if self.unet.config.in_channels != 4:
             raise ValueError("ddlearn inpaints with a standard 4-channel UNet (latent blending); "
@@ -137,7 +142,7 @@ class StableDiffusionInpaintPipeline(StableDiffusionImg2ImgPipeline):
         # 1. text -> embeddings
         prompt_embeds, negative_prompt_embeds = self.encode_prompt(
             prompt, num_images_per_prompt, guidance_scale > 1.0, negative_prompt, prompt_embeds,
-            negative_prompt_embeds)
+            negative_prompt_embeds, lora_scale=lora_scale)
         # 2. z_0 of the image; start from noise (strength 1) or from z_0 noised (strength < 1)
         z_0 = self.encode_image(init_image, batch_size, generator)
         noise = randn_tensor(z_0.shape, generator, device=self.device, dtype=z_0.dtype)
@@ -158,7 +163,8 @@ class StableDiffusionInpaintPipeline(StableDiffusionImg2ImgPipeline):
 
         latents = self.denoise(latents, timesteps, prompt_embeds, negative_prompt_embeds,
                                guidance_scale, generator, eta, callback_on_step_end,
-                               after_step=keep_known_region)
+                               after_step=keep_known_region,
+                               cross_attention_kwargs=cross_attention_kwargs)
         return self.output(latents, output_type, return_dict)
 
     def encode_image(self, image, batch_size, generator) -> torch.Tensor:
