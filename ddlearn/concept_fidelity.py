@@ -19,12 +19,13 @@ Notation:
     τ               THRESHOLD = 0.70
 
 Why a threshold. s is a cosine in [-1, 1] whose scale says little by itself: real butterflies of
-the training classes share body, background and pose with the concept and reach s ≈ 0.64,
-held-out concept images sit at 0.8-0.97. A share reads at once ("9 of 10 samples show the sks
-butterfly") and moves from 0 to 1 as a model learns the concept. τ lies in the gap between the
-two on the validation data: below the lowest held-out concept image after a round trip through
-the shipped VAE (a fine-tuned model's samples are decoded by it and can be no sharper), above the
-highest of 45 classes x 40 real butterflies (benchmarks/concept_fidelity.md has the numbers).
+the 45 training classes, which share body, background and pose with the concept, reach s = 0.67
+at most (blue wings with an orange rim), held-out concept images score 0.87-0.96, and 0.72-0.95
+after a round trip through the shipped VAE (a fine-tuned model's samples are decoded by it and
+can be no sharper). A share reads at once ("9 of 10 samples show the sks butterfly") and moves
+from 0 to 1 as a model learns the concept. τ = 0.70 sits in that gap: its midpoint is 0.70 on the
+validation data of seed 0 and 0.68 on seed 1 (each: 200 held-out concept images and 45 classes x
+40 real butterflies, raw and round-tripped; benchmarks/concept_fidelity.md).
 
 Prior drift (Ruiz et al., Sec. 3.3: fine-tuning on one subject can make the class prompt forget
 the class): `concept_fidelity` of samples of CLASS_PROMPT ("a butterfly") should stay near 0,
