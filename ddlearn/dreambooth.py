@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddlearn.losses import sample_timesteps, target_for
+from ddlearn.losses import prediction_and_target
 from ddlearn.models.vae_wrapper import VAEWrapper
 
 
@@ -110,16 +110,12 @@ def dreambooth_loss(model, scheduler, batch, generator, prior_loss_weight: float
         ids = torch.cat([ids, batch["class_ids"]])
     device = next(model.unet.parameters()).device
     latents, ids = latents.to(device), ids.to(device)
-    # 2. noise them: x_t = √ᾱ_t x + √(1-ᾱ_t) ε, a fresh t and ε per example
-    noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
-    t = sample_timesteps(len(latents), scheduler.config.num_train_timesteps, generator)
-    t = t.to(device)
-    noisy = scheduler.add_noise(latents, noise, t)
-    # 3. predict, with the text of each example (gradients reach the text encoder if it trains)
-    context = model.text_encoder(ids)[0]
-    model_pred = model.unet(noisy, t, encoder_hidden_states=context).sample
-    target = target_for(scheduler, latents, noise, t)
+    # 2. the text of each example (gradients reach the text encoder if it trains)
+    context = model.text_encoder(ids)[0]  # (2B, T, d)
+    # 3. noise: x_t = √ᾱ_t x + √(1-ᾱ_t) ε, a fresh t and ε per example; predict at (x_t, t, text)
+    model_pred, target, _ = prediction_and_target(model.unet, scheduler, latents, generator,
+                                                  encoder_hidden_states=context)
     # 4. instance MSE (+ λ · prior MSE)
     if with_prior:
         return prior_preservation_loss(model_pred, target, prior_loss_weight)
-    return F.mse_loss(model_pred.float(), target.float())
+    return F.mse_loss(model_pred, target)

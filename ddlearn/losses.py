@@ -70,6 +70,21 @@ def min_snr_weights(scheduler, t, snr_gamma=5.0) -> torch.Tensor:
     return {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1), "sample": clipped}[kind]
 
 
+def prediction_and_target(unet, scheduler, x_0, generator, timestep_distribution="uniform",
+                          **unet_kwargs) -> tuple:
+    """Noise a batch and predict: -> (the UNet's prediction, its target, t), both float32.
+
+    A fresh ε and t per example from `generator` (ε first, then t), x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε,
+    the UNet's output at (x_t, t), and what it should have been (`target_for`). The losses below
+    (and DreamBooth's, ddlearn/dreambooth.py) differ only in how they compare the two."""
+    noise = torch.randn(x_0.shape, generator=generator).to(x_0.device, x_0.dtype)
+    t = sample_timesteps(x_0.shape[0], scheduler.config.num_train_timesteps, generator,
+                         timestep_distribution).to(x_0.device)
+    x_t = scheduler.add_noise(x_0, noise, t)
+    prediction = unet(x_t, t, **unet_kwargs).sample.float()
+    return prediction, target_for(scheduler, x_0, noise, t).float(), t
+
+
 def diffusion_loss(unet, scheduler, x_0, generator, weighting=None, snr_gamma=5.0,
                    timestep_distribution="uniform", **unet_kwargs):
     """One DDPM training loss on a batch of clean images (or latents) x_0 in [-1, 1].
@@ -80,12 +95,8 @@ def diffusion_loss(unet, scheduler, x_0, generator, weighting=None, snr_gamma=5.
     Both draw the same noise and t from `generator`."""
     if weighting not in (None, "min_snr"):
         raise ValueError(f"unknown weighting {weighting!r}: None (plain MSE) or 'min_snr'")
-    noise = torch.randn(x_0.shape, generator=generator).to(x_0.device, x_0.dtype)
-    t = sample_timesteps(x_0.shape[0], scheduler.config.num_train_timesteps, generator,
-                         timestep_distribution).to(x_0.device)
-    x_t = scheduler.add_noise(x_0, noise, t)
-    prediction = unet(x_t, t, **unet_kwargs).sample.float()
-    target = target_for(scheduler, x_0, noise, t).float()
+    prediction, target, t = prediction_and_target(unet, scheduler, x_0, generator,
+                                                  timestep_distribution, **unet_kwargs)
     if weighting is None:
         return F.mse_loss(prediction, target)
     per_image = F.mse_loss(prediction, target, reduction="none").flatten(1).mean(1)

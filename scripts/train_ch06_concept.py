@@ -24,6 +24,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 from ddlearn import StableDiffusionPipeline
-from ddlearn.concept_fidelity import concept_fidelity, prior_colour_accuracy
+from ddlearn.concept_fidelity import concept_fidelity, concept_similarity, prior_colour_accuracy
 from ddlearn.data import shipped_model
 from ddlearn.data.butterflies import CLASS_PROMPT, CONCEPT_PROMPT, concept_images
 from ddlearn.dreambooth import (
@@ -65,7 +66,9 @@ def sample(pipe, prompt, n, seed=0):
 
 
 def measure(pipe, prompt, n) -> dict:
-    return {"fidelity": concept_fidelity(sample(pipe, prompt, n)),
+    images = sample(pipe, prompt, n)
+    return {"fidelity": concept_fidelity(images),
+            "similarity": round(concept_similarity(images), 3),
             "red_accuracy": prior_colour_accuracy(sample(pipe, "a red butterfly", n, 1), "red"),
             "class_leakage": concept_fidelity(sample(pipe, CLASS_PROMPT, n, 2))}
 
@@ -146,7 +149,8 @@ def main(argv=None):
     parser.add_argument("--export", default="data/models/sks-butterfly")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    report = {"command": "python scripts/train_ch06_concept.py " + " ".join(argv or []),
+    given = sys.argv[1:] if argv is None else argv
+    report = {"command": " ".join(["python scripts/train_ch06_concept.py", *given]),
               "load_before": os.getloadavg(), "torch_threads": torch.get_num_threads()}
     base = StableDiffusionPipeline.from_pretrained(shipped_model("tiny-sd-butterflies"))
     base.set_progress_bar_config(disable=True)

@@ -1,4 +1,4 @@
-"""LoRA (ddlearn/lora.py, lora_files.py, pipelines/lora_loading.py) against diffusers + peft: the
+"""LoRA (ddlearn/lora/, pipelines/lora_loading.py) against diffusers + peft: the
 same layer, the same files, the same images, both ways; fusing; and one test per clear error."""
 
 import json

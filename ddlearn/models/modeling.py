@@ -12,7 +12,7 @@ with `torch.load(weights_only=True)`, which refuses anything but tensors. Saves 
 The files themselves (names, variants, key checks) are `weights.py`'s.
 
 Every model also takes LoRA adapters as diffusers' `PeftAdapterMixin` does (`add_adapter`,
-`fuse_lora`, `unload_lora`, ...; the layers are `ddlearn/lora.py`'s). `save_pretrained` refuses a
+`fuse_lora`, `unload_lora`, ...; the layers are `ddlearn/lora/`'s). `save_pretrained` refuses a
 model that holds LoRA layers: their keys belong in a LoRA file (`save_lora_weights`), or, fused
 and unloaded, in the weights themselves.
 """
@@ -157,7 +157,7 @@ class ModelMixin(torch.nn.Module, ConfigMixin):
         """Rename keys of older checkpoints to today's names (subclasses add their own)."""
         return convert_legacy_attention_keys(state)
 
-    # ---- LoRA adapters (ddlearn/lora.py), as diffusers' PeftAdapterMixin ------------------------
+    # ---- LoRA adapters (ddlearn/lora/), as diffusers' PeftAdapterMixin ------------------------
     def add_adapter(self, adapter_config, adapter_name: str = "default"):
         """Wrap the Linear layers `adapter_config.target_modules` names in LoRA layers (B = 0, so
         the model is unchanged until trained); only A and B then require grad. One per model."""

@@ -16,7 +16,7 @@ Notation: B batch, T tokens (<= max_position_embeddings), D = hidden_size, H hea
 Stable Diffusion 2.x conditions on the penultimate one, `final_layer_norm(hidden_states[-2])`.
 
 `get_input_embeddings`, `set_input_embeddings` and `resize_token_embeddings` are transformers'
-handles on E_tok; textual inversion (ddlearn/textual_inversion.py) adds rows to it.
+handles on E_tok; textual inversion (ddlearn/textual_inversion/) adds rows to it.
 
 `CLIPTextModelWithProjection` adds CLIP's text projection (`text_projection.weight`, no bias) and
 returns (text_embeds, last_hidden_state, hidden_states), as transformers' class does.

@@ -10,10 +10,11 @@ inherits, in one flat class that StableDiffusionPipeline (and so img2img, inpain
     pipe.unfuse_lora()                        # W0 again; s stays 0.7, as in diffusers
     pipe.unload_lora_weights()                # plain Linear layers again
 
-The layer and its notation are `ddlearn/lora.py`'s, the file `ddlearn/lora_files.py`'s. One LoRA
-per pipeline at a time (diffusers can mix several with set_adapters): unload it, or fuse and then
-unload it, before loading another. Fusing twice is an error (diffusers skips the second merge but
-still rescales the layers by its lora_scale, so that its unfuse then subtracts the wrong ΔW).
+The layer and its notation are in `ddlearn/lora/layer.py`, the file in `ddlearn/lora/files.py`.
+One LoRA per pipeline at a time (diffusers can mix several with set_adapters): unload it, or fuse
+and then unload it, before loading another. Fusing twice is an error (diffusers skips the second
+merge but still rescales the layers by its lora_scale, so that its unfuse then subtracts the
+wrong ΔW).
 """
 
 import warnings
@@ -21,7 +22,7 @@ import warnings
 from torch import nn
 
 from ddlearn.lora import lora_layers
-from ddlearn.lora_files import (
+from ddlearn.lora.files import (
     find_lora_file,
     load_lora_into_model,
     lora_targets,

@@ -30,7 +30,8 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ddlearn.hub import HubOfflineError, is_offline
-from ddlearn.lora import LoraConfig, add_lora_layers, check_no_adapter, set_peft_model_state_dict
+from ddlearn.lora.config import LoraConfig
+from ddlearn.lora.injection import add_lora_layers, check_no_adapter, set_peft_model_state_dict
 from ddlearn.models.weights import save_weights
 
 LORA_WEIGHT_NAME_SAFE = "pytorch_lora_weights.safetensors"
