@@ -228,7 +228,8 @@ ERRORS = {  # name: (source, token, error, message)
     "duplicate tokens": (lambda p: random_embeds(2, 64), ["<c>", "<c>"], ValueError,
                          "'<c>' is given twice"),
     "Hub id offline": (lambda p: "sd-concepts-library/cat-toy", None, HubOfflineError,
-                       "'sd-concepts-library/cat-toy'"),
+                       "'sd-concepts-library/cat-toy' \\(offline and it is not in the local "
+                       "cache\\). Download it once while online"),
 }
 
 

@@ -56,9 +56,11 @@ def download(repo_id: str, names: list, subfolder, hub: dict) -> Path:
             return Path(hf_hub_download(repo_id, name, subfolder=subfolder, **hub))
         except Exception as e:  # noqa: BLE001 - any failure means "could not get this file"
             reason = f"{type(e).__name__}: {(str(e) or 'no details').splitlines()[0]}"
-    raise HubOfflineError(f"cannot load textual inversion '{repo_id}' ({' or '.join(names)}; "
-                          f"{reason}). Download it once while online (`huggingface-cli download "
-                          f"{repo_id}`), or pass a local file or folder")
+    if is_offline():
+        reason = "offline and it is not in the local cache"
+    raise HubOfflineError(f"cannot load textual inversion {' or '.join(names)} of Hub id "
+                          f"'{repo_id}' ({reason}). Download it once while online "
+                          f"(`huggingface-cli download {repo_id}`), or pass a local file or folder")
 
 
 def read_file(path: Path) -> dict:
