@@ -38,6 +38,10 @@ for name, kwargs in [("ddpm-butterflies-32", {}), ("ch04-cpu-butterflies", {}),
                  output_type="np", **kwargs).images
     assert image.shape[0] == 1 and 0 <= image.min() <= image.max() <= 1, (name, image.shape)
     print(name, type(pipe).__name__, image.shape, "from", shipped_model(name))
+pipe.load_lora_weights(shipped_model("sks-butterfly"))  # chapter 06's files, from the wheel too
+pipe.load_textual_inversion(shipped_model("sks-butterfly"), token="<sks>")
+image = pipe("a <sks> sks butterfly", num_inference_steps=2, output_type="np").images
+print("sks-butterfly LoRA and embedding", image.shape)
 """
 
 
@@ -88,6 +92,7 @@ def test_wheel_carries_the_checkpoints_and_generates_from_anywhere(wheel, tmp_pa
     env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
     out = run([sys.executable, "-c", GENERATE, str(target)], cwd=elsewhere, env=env).stdout
     assert out.count(str(target / "ddlearn/data/shipped/models")) == 3, out
+    assert "sks-butterfly LoRA and embedding (1, 32, 32, 3)" in out, out
 
 
 def test_install_cell_does_nothing_outside_colab(monkeypatch):
